@@ -1,0 +1,306 @@
+"""Frames of RFC 6455 section 5: opcodes, close codes, parsing and building.
+
+The two hot functions, :func:`scan_frames` (bytes -> frames) and
+:func:`build_frame` (payload -> bytes), and the masking helper
+:func:`apply_mask` exist twice: here in pure Python, and in the compiled
+module ``tether._speedups``. :mod:`tether.protocol.accel` picks one; both
+give identical results, and the test suite runs against each.
+
+What to call next: you rarely need this module directly; the state machine in
+:mod:`tether.protocol.connection` calls it.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+__all__ = [
+    "CLOSE_CODES_SENDABLE",
+    "Close",
+    "CloseCode",
+    "Opcode",
+    "apply_mask",
+    "build_frame",
+    "check_close_code",
+    "parse_close",
+    "scan_frames",
+    "serialize_close",
+]
+
+
+class Opcode(enum.IntEnum):
+    """RFC 6455 section 5.2: "Opcode: 4 bits"."""
+
+    CONT = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+class CloseCode(enum.IntEnum):
+    """Close codes of RFC 6455 section 7.4.1 and the IANA registry."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS_RCVD = 1005
+    ABNORMAL_CLOSURE = 1006
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+    TLS_HANDSHAKE = 1015
+
+
+#: Codes an endpoint may put in a close frame (RFC 6455 section 7.4.1 and
+#: 7.4.2): 1004, 1005, 1006 and 1015 "MUST NOT be set as a status code in a
+#: Close control frame"; 1016-2999 are reserved for future RFCs; 3000-4999
+#: belong to libraries, frameworks and applications.
+CLOSE_CODES_SENDABLE = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+
+_EXPLANATIONS = {
+    1000: "OK",
+    1001: "going away",
+    1002: "protocol error",
+    1003: "unsupported data",
+    1005: "no status received [internal]",
+    1006: "connection closed abnormally [internal]",
+    1007: "invalid frame payload data",
+    1008: "policy violation",
+    1009: "message too big",
+    1010: "mandatory extension",
+    1011: "internal error",
+    1012: "service restart",
+    1013: "try again later",
+    1014: "bad gateway",
+    1015: "TLS failure [internal]",
+}
+
+
+def check_close_code(code: int) -> bool:
+    """Whether ``code`` may appear in a close frame on the wire."""
+    return code in CLOSE_CODES_SENDABLE or 3000 <= code <= 4999
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """The content of a close frame: a code and a reason."""
+
+    code: int
+    reason: str = ""
+
+    def __str__(self) -> str:
+        if 3000 <= self.code < 4000:
+            explanation = "registered"
+        elif 4000 <= self.code < 5000:
+            explanation = "private use"
+        else:
+            explanation = _EXPLANATIONS.get(self.code, "unknown")
+        text = f"{self.code} ({explanation})"
+        if self.reason:
+            text = f"{text} {self.reason}"
+        return text
+
+
+def parse_close(payload: bytes) -> Close:
+    """Parse the payload of a close frame (RFC 6455 section 5.5.1).
+
+    Raises :class:`~tether.exceptions.ProtocolError` (1002) for a 1-byte
+    payload or a code that may not be sent, and (1007) for a reason that is
+    not UTF-8. An empty payload means "no status code": 1005.
+    """
+    from tether.exceptions import ProtocolError
+
+    n = len(payload)
+    if n == 0:
+        return Close(CloseCode.NO_STATUS_RCVD, "")
+    if n == 1:
+        # "If there is a body, the first two bytes of the body MUST be a
+        # 2-byte unsigned integer" (section 5.5.1).
+        raise ProtocolError("close frame with a 1-byte payload")
+    code = (payload[0] << 8) | payload[1]
+    if not check_close_code(code):
+        raise ProtocolError(f"invalid close code {code}")
+    try:
+        # "the body ... MAY contain UTF-8-encoded data" (section 5.5.1),
+        # which must then be valid (section 8.1).
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("close reason is not valid UTF-8", 1007) from None
+    return Close(code, reason)
+
+
+def serialize_close(close: Close) -> bytes:
+    """The payload of a close frame; 1005 serializes as an empty payload."""
+    if close.code == CloseCode.NO_STATUS_RCVD:
+        return b""
+    return struct.pack("!H", close.code) + close.reason.encode("utf-8")
+
+
+# ---------------------------------------------------------------------------
+# The hot path, pure-Python twin of tether._speedups.
+
+_native = "little"
+
+
+def apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+    """XOR ``data`` with the 4-byte ``mask`` repeated (RFC 6455 section 5.3).
+
+    "Octet i of the transformed data is the XOR of octet i of the original
+    data with octet at index i modulo 4 of the masking key."
+    """
+    n = len(data)
+    if n == 0:
+        return b""
+    reps = (n + 3) // 4
+    key = int.from_bytes(mask * reps, _native)
+    value = int.from_bytes(data, _native)
+    return (value ^ key).to_bytes(reps * 4, _native)[:n]
+
+
+def build_frame(first_byte: int, payload: bytes, mask: bytes | None = None) -> bytes:
+    """Serialize one frame (RFC 6455 section 5.2).
+
+    ``first_byte`` is FIN | RSV1-3 | opcode; ``mask`` is the 4-byte masking
+    key (clients must mask, section 5.3) or ``None``. The payload length uses
+    "the minimal number of bytes" (section 5.2): 7 bits up to 125, 16 bits up
+    to 65535, 64 bits beyond.
+    """
+    n = len(payload)
+    mask_bit = 0x80 if mask is not None else 0
+    if n < 126:
+        header = bytes((first_byte, mask_bit | n))
+    elif n < 65536:
+        header = struct.pack("!BBH", first_byte, mask_bit | 126, n)
+    else:
+        header = struct.pack("!BBQ", first_byte, mask_bit | 127, n)
+    if mask is None:
+        return header + payload
+    return header + mask + apply_mask(payload, mask)
+
+
+# Error results of scan_frames: (close code, reason).
+FrameError = tuple[int, str]
+
+
+def scan_frames(
+    buf: bytes | bytearray,
+    pos: int,
+    masked: bool,
+    max_frame: int,
+    rsv_allowed: int,
+) -> tuple[list[tuple[int, bytes]], int, FrameError | None]:
+    """Turn the bytes of ``buf`` from ``pos`` on into complete frames.
+
+    Returns ``(frames, pos, error)``: each frame is ``(first_byte, payload)``
+    with the payload unmasked; ``pos`` is where the first incomplete frame
+    starts (or ``len(buf)``); ``error`` is ``None`` or ``(code, reason)`` for
+    the first frame that breaks a framing rule, in which case ``frames`` holds
+    the valid frames before it and the rest of ``buf`` must be ignored.
+
+    ``masked``: whether frames must be masked (True on the server, section
+    5.1: "a server MUST close the connection upon receiving a frame that is
+    not masked"; False on the client: "A client MUST close a connection if it
+    detects a masked frame"). ``max_frame``: largest payload accepted (1009
+    beyond). ``rsv_allowed``: the RSV bits a negotiated extension gives a
+    meaning to (0x40 with permessage-deflate).
+
+    Only stateless rules are checked here; the fragmentation rules and the
+    meaning of RSV1 are the state machine's.
+    """
+    frames: list[tuple[int, bytes]] = []
+    end = len(buf)
+    while True:
+        if end - pos < 2:
+            return frames, pos, None
+        b0 = buf[pos]
+        b1 = buf[pos + 1]
+        opcode = b0 & 0x0F
+        # Section 5.2: "RSV1, RSV2, RSV3: 1 bit each. MUST be 0 unless an
+        # extension is negotiated that defines meanings for non-zero values."
+        if b0 & 0x70 & ~rsv_allowed:
+            return frames, pos, (1002, "reserved bits must be 0")
+        # "If an unknown opcode is received, the receiving endpoint MUST _Fail
+        # the WebSocket Connection_." (section 5.2)
+        if opcode not in (0, 1, 2, 8, 9, 10):
+            return frames, pos, (1002, f"reserved opcode {opcode}")
+        if bool(b1 & 0x80) != masked:
+            return frames, pos, (
+                1002,
+                "incorrect masking: client frames must be masked, server frames must not",
+            )
+        length = b1 & 0x7F
+        header = 2
+        if length == 126:
+            if end - pos < 4:
+                return frames, pos, None
+            length = (buf[pos + 2] << 8) | buf[pos + 3]
+            header = 4
+        elif length == 127:
+            if end - pos < 10:
+                return frames, pos, None
+            length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+            # "the most significant bit MUST be 0" (section 5.2)
+            if length >> 63:
+                return frames, pos, (1002, "payload length with the most significant bit set")
+            header = 10
+        if opcode >= 8:
+            # Section 5.5: "All control frames MUST have a payload length of
+            # 125 bytes or less and MUST NOT be fragmented."
+            if length > 125:
+                return frames, pos, (1002, "control frame too long")
+            if not b0 & 0x80:
+                return frames, pos, (1002, "fragmented control frame")
+        if length > max_frame:
+            return frames, pos, (1009, f"frame of {length} bytes exceeds limit of {max_frame} bytes")
+        start = pos + header + (4 if masked else 0)
+        if end - start < length:
+            return frames, pos, None
+        if masked:
+            payload = apply_mask(buf[start : start + length], bytes(buf[start - 4 : start]))
+        else:
+            payload = bytes(buf[start : start + length])
+        frames.append((b0, payload))
+        pos = start + length
+
+
+def frame_header(buf: bytes | bytearray, pos: int) -> tuple[int, int, int, bytes | None] | None:
+    """Parse the header of the frame at ``pos`` without waiting for its payload.
+
+    Returns ``(first_byte, length, header_length, mask)`` or ``None`` if the
+    header itself is incomplete. The state machine uses this on the rare path
+    where a text frame arrives in pieces, to validate its UTF-8 as soon as
+    each byte arrives; :func:`scan_frames` has already vetted the header.
+    """
+    end = len(buf)
+    if end - pos < 2:
+        return None
+    b0, b1 = buf[pos], buf[pos + 1]
+    length = b1 & 0x7F
+    header = 2
+    if length == 126:
+        if end - pos < 4:
+            return None
+        length = (buf[pos + 2] << 8) | buf[pos + 3]
+        header = 4
+    elif length == 127:
+        if end - pos < 10:
+            return None
+        length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+        header = 10
+    mask = None
+    if b1 & 0x80:
+        if end - pos < header + 4:
+            return None
+        mask = bytes(buf[pos + header : pos + header + 4])
+        header += 4
+    return b0, length, header, mask
