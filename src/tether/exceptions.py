@@ -104,10 +104,11 @@ class ConnectionClosed(TetherError):
     def code(self) -> int:
         """The close code of the connection (1005 if the peer sent none, 1006
         if no close frame was received at all)."""
+        # RFC 6455 section 7.1.5: "If _The WebSocket Connection is Closed_
+        # and no Close control frame was received by the endpoint ..., _The
+        # WebSocket Connection Close Code_ is considered to be 1006."
         if self.rcvd is not None:
             return self.rcvd.code
-        if self.sent is not None and self.detail:
-            return self.sent.code
         return 1006
 
     @property
@@ -115,8 +116,6 @@ class ConnectionClosed(TetherError):
         """The close reason, or a description of why there is none."""
         if self.rcvd is not None:
             return self.rcvd.reason
-        if self.sent is not None and self.detail:
-            return self.sent.reason
         return self.detail
 
     def __str__(self) -> str:
