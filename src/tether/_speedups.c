@@ -1,0 +1,800 @@
+/* tether._speedups: the compiled twin of the hot path in
+ * tether/protocol/frames.py (RFC 6455 sections 5.2 and 5.3).
+ *
+ *   apply_mask(data, mask) -> bytes
+ *   build_frame(first_byte, payload, mask=None) -> bytes
+ *   scan_frames(buf, pos, masked, max_frame, rsv_allowed)
+ *       -> (frames, pos, error)
+ *
+ * The docstrings of the pure-Python functions are the contract: same
+ * results, same error tuples, same order of checks. The test suite
+ * (tests/test_speedups.py) compares both with Hypothesis.
+ *
+ * Masking runs at memory speed: a SIMD loop (AVX2 when the CPU has it,
+ * chosen at import time; SSE2, the x86_64 baseline, otherwise), then a
+ * 64-bit word loop, then a byte loop for the tail. On other targets
+ * (aarch64, ...) the word loop does the work and the compiler may
+ * vectorise it. Buffers larger than TETHER_NOGIL_THRESHOLD bytes are
+ * masked or copied with the GIL released.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#if !defined(TETHER_NO_SIMD) && \
+    (defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2))
+#  include <emmintrin.h>
+#  define TETHER_SSE2 1
+#endif
+
+/* AVX2 is not part of the x86_64 baseline: compile one function for it with
+ * a target attribute and pick it at run time if the CPU (and OS) support it. */
+#if defined(TETHER_SSE2) && (defined(__x86_64__) || defined(__i386__)) && \
+    (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 6))
+#  include <immintrin.h>
+#  define TETHER_AVX2 1
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define TETHER_RESTRICT __restrict__
+#elif defined(_MSC_VER)
+#  define TETHER_RESTRICT __restrict
+#else
+#  define TETHER_RESTRICT
+#endif
+
+/* Above this many bytes, mask or copy with the GIL released. */
+#define TETHER_NOGIL_THRESHOLD ((Py_ssize_t)65536)
+
+/* ------------------------------------------------------------------------
+ * Masking kernels.
+ *
+ * A kernel XORs n bytes of src with the 4-byte mask repeated, starting at
+ * mask phase 0, into dst (dst and src never overlap). Every block size is a
+ * multiple of 4, so the phase is 0 again at the start of each loop and the
+ * tail uses mask[i & 3].
+ */
+
+typedef void (*mask_kernel_fn)(uint8_t *TETHER_RESTRICT dst,
+                               const uint8_t *TETHER_RESTRICT src,
+                               Py_ssize_t n, const uint8_t *mask);
+
+static inline void
+mask_words(uint8_t *TETHER_RESTRICT dst, const uint8_t *TETHER_RESTRICT src,
+           Py_ssize_t n, const uint8_t *mask)
+{
+    Py_ssize_t i = 0;
+    if (n >= 8) {
+        /* The mask doubled, in memory order: loads and stores through
+         * memcpy are unaligned-safe and endian-neutral, and compile to
+         * plain 8-byte moves on x86_64 and aarch64. */
+        uint64_t m8;
+        memcpy((uint8_t *)&m8, mask, 4);
+        memcpy((uint8_t *)&m8 + 4, mask, 4);
+        for (; i + 32 <= n; i += 32) {
+            uint64_t a, b, c, d;
+            memcpy(&a, src + i, 8);
+            memcpy(&b, src + i + 8, 8);
+            memcpy(&c, src + i + 16, 8);
+            memcpy(&d, src + i + 24, 8);
+            a ^= m8; b ^= m8; c ^= m8; d ^= m8;
+            memcpy(dst + i, &a, 8);
+            memcpy(dst + i + 8, &b, 8);
+            memcpy(dst + i + 16, &c, 8);
+            memcpy(dst + i + 24, &d, 8);
+        }
+        for (; i + 8 <= n; i += 8) {
+            uint64_t a;
+            memcpy(&a, src + i, 8);
+            a ^= m8;
+            memcpy(dst + i, &a, 8);
+        }
+    }
+    for (; i < n; i++) {
+        dst[i] = (uint8_t)(src[i] ^ mask[i & 3]);
+    }
+}
+
+static void
+kernel_word(uint8_t *TETHER_RESTRICT dst, const uint8_t *TETHER_RESTRICT src,
+            Py_ssize_t n, const uint8_t *mask)
+{
+    mask_words(dst, src, n, mask);
+}
+
+#ifdef TETHER_SSE2
+static void
+kernel_sse2(uint8_t *TETHER_RESTRICT dst, const uint8_t *TETHER_RESTRICT src,
+            Py_ssize_t n, const uint8_t *mask)
+{
+    Py_ssize_t i = 0;
+    if (n >= 16) {
+        uint32_t m4;
+        memcpy(&m4, mask, 4);
+        const __m128i m = _mm_set1_epi32((int)m4);
+        for (; i + 64 <= n; i += 64) {
+            __m128i a = _mm_loadu_si128((const __m128i *)(src + i));
+            __m128i b = _mm_loadu_si128((const __m128i *)(src + i + 16));
+            __m128i c = _mm_loadu_si128((const __m128i *)(src + i + 32));
+            __m128i d = _mm_loadu_si128((const __m128i *)(src + i + 48));
+            _mm_storeu_si128((__m128i *)(dst + i), _mm_xor_si128(a, m));
+            _mm_storeu_si128((__m128i *)(dst + i + 16), _mm_xor_si128(b, m));
+            _mm_storeu_si128((__m128i *)(dst + i + 32), _mm_xor_si128(c, m));
+            _mm_storeu_si128((__m128i *)(dst + i + 48), _mm_xor_si128(d, m));
+        }
+        for (; i + 16 <= n; i += 16) {
+            __m128i a = _mm_loadu_si128((const __m128i *)(src + i));
+            _mm_storeu_si128((__m128i *)(dst + i), _mm_xor_si128(a, m));
+        }
+    }
+    mask_words(dst + i, src + i, n - i, mask);
+}
+#endif
+
+#ifdef TETHER_AVX2
+__attribute__((target("avx2"))) static void
+kernel_avx2(uint8_t *TETHER_RESTRICT dst, const uint8_t *TETHER_RESTRICT src,
+            Py_ssize_t n, const uint8_t *mask)
+{
+    Py_ssize_t i = 0;
+    if (n >= 32) {
+        uint32_t m4;
+        memcpy(&m4, mask, 4);
+        const __m256i m = _mm256_set1_epi32((int)m4);
+        for (; i + 128 <= n; i += 128) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(src + i));
+            __m256i b = _mm256_loadu_si256((const __m256i *)(src + i + 32));
+            __m256i c = _mm256_loadu_si256((const __m256i *)(src + i + 64));
+            __m256i d = _mm256_loadu_si256((const __m256i *)(src + i + 96));
+            _mm256_storeu_si256((__m256i *)(dst + i), _mm256_xor_si256(a, m));
+            _mm256_storeu_si256((__m256i *)(dst + i + 32), _mm256_xor_si256(b, m));
+            _mm256_storeu_si256((__m256i *)(dst + i + 64), _mm256_xor_si256(c, m));
+            _mm256_storeu_si256((__m256i *)(dst + i + 96), _mm256_xor_si256(d, m));
+        }
+        for (; i + 32 <= n; i += 32) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(src + i));
+            _mm256_storeu_si256((__m256i *)(dst + i), _mm256_xor_si256(a, m));
+        }
+    }
+    /* Leave the last < 32 bytes to SSE2 and words; a final _mm256_zeroupper
+     * is emitted by the compiler on return. */
+    kernel_sse2(dst + i, src + i, n - i, mask);
+}
+
+static int
+cpu_has_avx2(void)
+{
+    /* libgcc / compiler-rt check CPUID and that the OS saves the YMM
+     * registers (XGETBV) before reporting AVX2. */
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+}
+#endif
+
+/* The kernels this build has, best last. */
+typedef struct {
+    const char *name;
+    mask_kernel_fn fn;
+} kernel_entry;
+
+static const kernel_entry kernels[] = {
+    {"word", kernel_word},
+#ifdef TETHER_SSE2
+    {"sse2", kernel_sse2},
+#endif
+#ifdef TETHER_AVX2
+    {"avx2", kernel_avx2},
+#endif
+};
+#define N_KERNELS ((Py_ssize_t)(sizeof(kernels) / sizeof(kernels[0])))
+
+/* The kernel in use: set once at import (the best one the CPU runs); only
+ * the private _use_kernel() test hook changes it afterwards. */
+static const kernel_entry *current_kernel = &kernels[0];
+
+static Py_ssize_t
+best_kernel_index(void)
+{
+    Py_ssize_t best = N_KERNELS - 1;
+#ifdef TETHER_AVX2
+    if (!cpu_has_avx2()) {
+        best -= 1;
+    }
+#endif
+    return best;
+}
+
+/* XOR n bytes from src into dst with the mask starting at phase 0; with the
+ * GIL released for large buffers. Called with the GIL held. */
+static void
+mask_into(uint8_t *dst, const uint8_t *src, Py_ssize_t n, const uint8_t *mask)
+{
+    mask_kernel_fn fn = current_kernel->fn;
+    if (n > TETHER_NOGIL_THRESHOLD) {
+        Py_BEGIN_ALLOW_THREADS
+        fn(dst, src, n, mask);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        fn(dst, src, n, mask);
+    }
+}
+
+/* memcpy, with the GIL released for large buffers. */
+static void
+copy_into(uint8_t *dst, const uint8_t *src, Py_ssize_t n)
+{
+    if (n > TETHER_NOGIL_THRESHOLD) {
+        Py_BEGIN_ALLOW_THREADS
+        memcpy(dst, src, (size_t)n);
+        Py_END_ALLOW_THREADS
+    }
+    else if (n > 0) {
+        memcpy(dst, src, (size_t)n);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Argument helpers.
+ */
+
+/* Bind the arguments of a METH_FASTCALL | METH_KEYWORDS call to the
+ * parameters `names`, like a Python def would: out[i] is a borrowed
+ * reference, or NULL for an omitted optional parameter. */
+static int
+bind_args(const char *fname, const char *const *names, Py_ssize_t nparams,
+          Py_ssize_t nrequired, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames, PyObject **out)
+{
+    Py_ssize_t i, k;
+    if (nargs > nparams) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes %zd positional arguments but %zd were given",
+                     fname, nparams, nargs);
+        return -1;
+    }
+    for (i = 0; i < nparams; i++) {
+        out[i] = i < nargs ? args[i] : NULL;
+    }
+    if (kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (k = 0; k < nkw; k++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+            for (i = 0; i < nparams; i++) {
+                if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
+                    break;
+                }
+            }
+            if (i == nparams) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s() got an unexpected keyword argument '%U'",
+                             fname, key);
+                return -1;
+            }
+            if (out[i] != NULL) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s() got multiple values for argument '%s'",
+                             fname, names[i]);
+                return -1;
+            }
+            out[i] = args[nargs + k];
+        }
+    }
+    for (i = 0; i < nrequired; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() missing required argument '%s' (pos %zd)",
+                         fname, names[i], i + 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Copy a 4-byte masking key out of any bytes-like object. */
+static int
+get_mask(PyObject *obj, uint8_t out[4])
+{
+    if (PyBytes_CheckExact(obj)) {
+        if (PyBytes_GET_SIZE(obj) != 4) {
+            PyErr_Format(PyExc_ValueError, "mask must be 4 bytes, got %zd",
+                         PyBytes_GET_SIZE(obj));
+            return -1;
+        }
+        memcpy(out, PyBytes_AS_STRING(obj), 4);
+        return 0;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    if (view.len != 4) {
+        PyErr_Format(PyExc_ValueError, "mask must be 4 bytes, got %zd",
+                     view.len);
+        PyBuffer_Release(&view);
+        return -1;
+    }
+    memcpy(out, view.buf, 4);
+    PyBuffer_Release(&view);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * apply_mask
+ */
+
+PyDoc_STRVAR(apply_mask_doc,
+"apply_mask($module, /, data, mask)\n--\n\n"
+"XOR ``data`` with the 4-byte ``mask`` repeated (RFC 6455 section 5.3).\n\n"
+"``data`` is any C-contiguous bytes-like object; the result is a new\n"
+"``bytes``. Raises ValueError unless ``mask`` is exactly 4 bytes.");
+
+static PyObject *
+speedups_apply_mask(PyObject *Py_UNUSED(module), PyObject *const *args,
+                    Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"data", "mask"};
+    PyObject *argv[2];
+    uint8_t mask[4];
+    Py_buffer data;
+    PyObject *result;
+
+    if (bind_args("apply_mask", names, 2, 2, args, nargs, kwnames, argv) < 0) {
+        return NULL;
+    }
+    if (get_mask(argv[1], mask) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(argv[0], &data, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    result = PyBytes_FromStringAndSize(NULL, data.len);
+    if (result != NULL) {
+        mask_into((uint8_t *)PyBytes_AS_STRING(result),
+                  (const uint8_t *)data.buf, data.len, mask);
+    }
+    PyBuffer_Release(&data);
+    return result;
+}
+
+/* ------------------------------------------------------------------------
+ * build_frame
+ */
+
+PyDoc_STRVAR(build_frame_doc,
+"build_frame($module, /, first_byte, payload, mask=None)\n--\n\n"
+"Serialize one frame (RFC 6455 section 5.2) in a single allocation.\n\n"
+"``first_byte`` is FIN | RSV1-3 | opcode (0-255); ``mask`` is the 4-byte\n"
+"masking key or None. The payload length uses the minimal encoding.");
+
+static PyObject *
+speedups_build_frame(PyObject *Py_UNUSED(module), PyObject *const *args,
+                     Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"first_byte", "payload", "mask"};
+    PyObject *argv[3];
+    uint8_t mask[4];
+    int has_mask;
+    long first_byte;
+    Py_buffer payload;
+    Py_ssize_t n, header;
+    PyObject *result;
+    uint8_t *out;
+
+    if (bind_args("build_frame", names, 3, 2, args, nargs, kwnames, argv) < 0) {
+        return NULL;
+    }
+    first_byte = PyLong_AsLong(argv[0]);
+    if (first_byte == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (first_byte < 0 || first_byte > 255) {
+        PyErr_SetString(PyExc_ValueError, "first_byte must be in range(256)");
+        return NULL;
+    }
+    has_mask = argv[2] != NULL && argv[2] != Py_None;
+    if (has_mask && get_mask(argv[2], mask) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(argv[1], &payload, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    n = payload.len;
+    header = (n < 126 ? 2 : n < 65536 ? 4 : 10) + (has_mask ? 4 : 0);
+    if (n > PY_SSIZE_T_MAX - header) {
+        PyBuffer_Release(&payload);
+        return PyErr_NoMemory();
+    }
+    result = PyBytes_FromStringAndSize(NULL, header + n);
+    if (result == NULL) {
+        PyBuffer_Release(&payload);
+        return NULL;
+    }
+    out = (uint8_t *)PyBytes_AS_STRING(result);
+    out[0] = (uint8_t)first_byte;
+    {
+        const uint8_t mask_bit = has_mask ? 0x80 : 0;
+        uint8_t *p = out + 1;
+        if (n < 126) {
+            *p++ = (uint8_t)(mask_bit | (uint8_t)n);
+        }
+        else if (n < 65536) {
+            *p++ = (uint8_t)(mask_bit | 126);
+            *p++ = (uint8_t)(n >> 8);
+            *p++ = (uint8_t)n;
+        }
+        else {
+            uint64_t len = (uint64_t)n;
+            int shift;
+            *p++ = (uint8_t)(mask_bit | 127);
+            for (shift = 56; shift >= 0; shift -= 8) {
+                *p++ = (uint8_t)(len >> shift);
+            }
+        }
+        if (has_mask) {
+            memcpy(p, mask, 4);
+            mask_into(p + 4, (const uint8_t *)payload.buf, n, mask);
+        }
+        else {
+            copy_into(p, (const uint8_t *)payload.buf, n);
+        }
+    }
+    PyBuffer_Release(&payload);
+    return result;
+}
+
+/* ------------------------------------------------------------------------
+ * scan_frames
+ */
+
+PyDoc_STRVAR(scan_frames_doc,
+"scan_frames($module, /, buf, pos, masked, max_frame, rsv_allowed)\n--\n\n"
+"Turn the bytes of ``buf`` from ``pos`` on into complete frames.\n\n"
+"Returns ``(frames, pos, error)`` exactly like\n"
+":func:`tether.protocol.frames.scan_frames`: each frame is\n"
+"``(first_byte, payload)`` with the payload unmasked; ``error`` is None or\n"
+"``(code, reason)`` for the first frame that breaks a framing rule.");
+
+/* (code, reason) with reason a new reference (stolen); NULL on error. */
+static PyObject *
+frame_error(int code, PyObject *reason)
+{
+    PyObject *result;
+    if (reason == NULL) {
+        return NULL;
+    }
+    result = Py_BuildValue("(iN)", code, reason);
+    return result;
+}
+
+static PyObject *
+speedups_scan_frames(PyObject *Py_UNUSED(module), PyObject *const *args,
+                     Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {
+        "buf", "pos", "masked", "max_frame", "rsv_allowed"};
+    PyObject *argv[5];
+    Py_ssize_t pos, end;
+    int masked;
+    PyObject *max_frame_obj;
+    long long max_frame;
+    int max_overflow;
+    unsigned long rsv_allowed;
+    uint8_t rsv_forbidden;
+    Py_buffer view;
+    const uint8_t *buf;
+    PyObject *frames = NULL;
+    PyObject *error = NULL; /* the (code, reason) tuple, or NULL for None */
+    PyObject *result = NULL;
+
+    if (bind_args("scan_frames", names, 5, 5, args, nargs, kwnames, argv) < 0) {
+        return NULL;
+    }
+    pos = PyNumber_AsSsize_t(argv[1], PyExc_OverflowError);
+    if (pos == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (pos < 0) {
+        PyErr_SetString(PyExc_ValueError, "pos must not be negative");
+        return NULL;
+    }
+    masked = PyObject_IsTrue(argv[2]);
+    if (masked < 0) {
+        return NULL;
+    }
+    /* Any int, however large: beyond 2**63 - 1 no frame can exceed it. */
+    max_frame_obj = PyNumber_Index(argv[3]);
+    if (max_frame_obj == NULL) {
+        return NULL;
+    }
+    max_frame = PyLong_AsLongLongAndOverflow(max_frame_obj, &max_overflow);
+    Py_DECREF(max_frame_obj);
+    if (max_frame == -1 && !max_overflow && PyErr_Occurred()) {
+        return NULL;
+    }
+    /* Only the low bits matter: ``b0 & 0x70 & ~rsv_allowed``; the mask
+     * conversion gives the two's complement of negative ints, as Python. */
+    rsv_allowed = PyLong_AsUnsignedLongMask(argv[4]);
+    if (rsv_allowed == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    rsv_forbidden = (uint8_t)(0x70 & ~rsv_allowed);
+
+    if (PyObject_GetBuffer(argv[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    buf = (const uint8_t *)view.buf;
+    end = view.len;
+
+    frames = PyList_New(0);
+    if (frames == NULL) {
+        goto done;
+    }
+
+    for (;;) {
+        uint8_t b0, b1;
+        unsigned int opcode;
+        uint64_t length;
+        Py_ssize_t header, start;
+        PyObject *payload, *item, *first;
+
+        if (pos > end || end - pos < 2) {
+            break;
+        }
+        b0 = buf[pos];
+        b1 = buf[pos + 1];
+        opcode = b0 & 0x0F;
+        /* Section 5.2: "RSV1, RSV2, RSV3: 1 bit each. MUST be 0 unless an
+         * extension is negotiated that defines meanings for non-zero
+         * values." */
+        if (b0 & rsv_forbidden) {
+            error = frame_error(1002, PyUnicode_FromString("reserved bits must be 0"));
+            goto check_error;
+        }
+        /* "If an unknown opcode is received, the receiving endpoint MUST
+         * _Fail the WebSocket Connection_." Known: 0, 1, 2, 8, 9, 10. */
+        if (!((0x0707u >> opcode) & 1u)) {
+            error = frame_error(1002, PyUnicode_FromFormat("reserved opcode %u", opcode));
+            goto check_error;
+        }
+        /* Section 5.1: servers require masked frames, clients unmasked. */
+        if ((int)(b1 >> 7) != masked) {
+            error = frame_error(1002, PyUnicode_FromString(
+                "incorrect masking: client frames must be masked, "
+                "server frames must not"));
+            goto check_error;
+        }
+        length = b1 & 0x7F;
+        header = 2;
+        if (length == 126) {
+            if (end - pos < 4) {
+                break;
+            }
+            length = ((uint64_t)buf[pos + 2] << 8) | buf[pos + 3];
+            header = 4;
+        }
+        else if (length == 127) {
+            int k;
+            if (end - pos < 10) {
+                break;
+            }
+            length = 0;
+            for (k = 2; k < 10; k++) {
+                length = (length << 8) | buf[pos + k];
+            }
+            /* "the most significant bit MUST be 0" (section 5.2) */
+            if (length >> 63) {
+                error = frame_error(1002, PyUnicode_FromString(
+                    "payload length with the most significant bit set"));
+                goto check_error;
+            }
+            header = 10;
+        }
+        if (opcode >= 8) {
+            /* Section 5.5: "All control frames MUST have a payload length
+             * of 125 bytes or less and MUST NOT be fragmented." */
+            if (length > 125) {
+                error = frame_error(1002, PyUnicode_FromString("control frame too long"));
+                goto check_error;
+            }
+            if (!(b0 & 0x80)) {
+                error = frame_error(1002, PyUnicode_FromString("fragmented control frame"));
+                goto check_error;
+            }
+        }
+        if (max_overflow < 0 || (max_overflow == 0 &&
+                (max_frame < 0 || length > (uint64_t)max_frame))) {
+            /* f"frame of {length} bytes exceeds limit of {max_frame} bytes":
+             * format the caller's object as the f-string does. */
+            PyObject *empty = PyUnicode_FromStringAndSize(NULL, 0);
+            PyObject *limit = empty ? PyObject_Format(argv[3], empty) : NULL;
+            Py_XDECREF(empty);
+            if (limit != NULL) {
+                error = frame_error(1009, PyUnicode_FromFormat(
+                    "frame of %llu bytes exceeds limit of %U bytes",
+                    (unsigned long long)length, limit));
+                Py_DECREF(limit);
+            }
+            goto check_error;
+        }
+        start = pos + header + (masked ? 4 : 0);
+        if (end - start < 0 || (uint64_t)(end - start) < length) {
+            break;
+        }
+        /* length <= end - start, so it fits in a Py_ssize_t. */
+        payload = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+        if (payload == NULL) {
+            goto fail;
+        }
+        if (masked) {
+            mask_into((uint8_t *)PyBytes_AS_STRING(payload), buf + start,
+                      (Py_ssize_t)length, buf + start - 4);
+        }
+        else {
+            copy_into((uint8_t *)PyBytes_AS_STRING(payload), buf + start,
+                      (Py_ssize_t)length);
+        }
+        first = PyLong_FromLong(b0);
+        if (first == NULL) {
+            Py_DECREF(payload);
+            goto fail;
+        }
+        item = PyTuple_New(2);
+        if (item == NULL) {
+            Py_DECREF(first);
+            Py_DECREF(payload);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(item, 0, first);
+        PyTuple_SET_ITEM(item, 1, payload);
+        if (PyList_Append(frames, item) < 0) {
+            Py_DECREF(item);
+            goto fail;
+        }
+        Py_DECREF(item);
+        pos = start + (Py_ssize_t)length;
+    }
+    goto build;
+
+check_error:
+    if (error == NULL) {
+        goto fail;
+    }
+build:
+    result = PyTuple_New(3);
+    if (result == NULL) {
+        goto fail;
+    }
+    {
+        PyObject *pos_obj = PyLong_FromSsize_t(pos);
+        if (pos_obj == NULL) {
+            Py_CLEAR(result);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(result, 0, frames);
+        PyTuple_SET_ITEM(result, 1, pos_obj);
+        if (error == NULL) {
+            Py_INCREF(Py_None);
+            error = Py_None;
+        }
+        PyTuple_SET_ITEM(result, 2, error);
+        frames = NULL;
+        error = NULL;
+    }
+    goto done;
+
+fail:
+    Py_CLEAR(frames);
+    Py_CLEAR(error);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* ------------------------------------------------------------------------
+ * Test hooks: which masking kernel runs. Private; the test suite uses them
+ * to check every kernel this build has against the pure-Python twin.
+ */
+
+static PyObject *
+speedups_kernels(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t last = best_kernel_index();
+    PyObject *result = PyTuple_New(last + 1);
+    Py_ssize_t i;
+    if (result == NULL) {
+        return NULL;
+    }
+    for (i = 0; i <= last; i++) {
+        PyObject *name = PyUnicode_FromString(kernels[i].name);
+        if (name == NULL) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(result, i, name);
+    }
+    return result;
+}
+
+static PyObject *
+speedups_use_kernel(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    Py_ssize_t i, last = best_kernel_index();
+    const kernel_entry *previous = current_kernel;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "kernel name must be a str");
+        return NULL;
+    }
+    for (i = 0; i <= last; i++) {
+        if (PyUnicode_CompareWithASCIIString(arg, kernels[i].name) == 0) {
+            current_kernel = &kernels[i];
+            return PyUnicode_FromString(previous->name);
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "no masking kernel %R on this machine", arg);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Module.
+ */
+
+static PyMethodDef speedups_methods[] = {
+    {"apply_mask", (PyCFunction)(void (*)(void))speedups_apply_mask,
+     METH_FASTCALL | METH_KEYWORDS, apply_mask_doc},
+    {"build_frame", (PyCFunction)(void (*)(void))speedups_build_frame,
+     METH_FASTCALL | METH_KEYWORDS, build_frame_doc},
+    {"scan_frames", (PyCFunction)(void (*)(void))speedups_scan_frames,
+     METH_FASTCALL | METH_KEYWORDS, scan_frames_doc},
+    {"_kernels", speedups_kernels, METH_NOARGS,
+     "_kernels($module, /)\n--\n\nThe masking kernels this machine runs, best last."},
+    {"_use_kernel", speedups_use_kernel, METH_O,
+     "_use_kernel($module, name, /)\n--\n\n"
+     "Switch the masking kernel (a test hook); returns the previous name."},
+    {NULL, NULL, 0, NULL}
+};
+
+static int
+speedups_exec(PyObject *module)
+{
+    current_kernel = &kernels[best_kernel_index()];
+    return PyModule_AddIntConstant(module, "NOGIL_THRESHOLD",
+                                   (long)TETHER_NOGIL_THRESHOLD);
+}
+
+static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, (void *)speedups_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL}
+};
+
+PyDoc_STRVAR(speedups_doc,
+"Compiled twin of the hot path in tether.protocol.frames: masking, frame\n"
+"building and frame scanning. tether.protocol.accel picks it unless\n"
+"TETHER_NO_SPEEDUPS is set in the environment.");
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    "tether._speedups",
+    speedups_doc,
+    0,
+    speedups_methods,
+    speedups_slots,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModuleDef_Init(&speedups_module);
+}
