@@ -28,7 +28,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/.." && pwd))
 shared=${TETHER_SHARED:-$root/../shared}
 tools=$shared/tools/autobahn
-allow_file=$root/scripts/autobahn-allowed.txt
+allow_file=${AUTOBAHN_ALLOWED:-$root/scripts/autobahn-allowed.txt}
 
 die() { echo "autobahn.sh: $*" >&2; exit 2; }
 
@@ -87,7 +87,8 @@ if os.path.exists(allow_file):
             continue
         case, _, why = line.partition(" ")
         if not why.strip():
-            sys.exit(f"autobahn.sh: {allow_file}:{number}: {case} needs a justification")
+            print(f"autobahn.sh: {side}: FAILED: {allow_file}:{number}: {case} needs a justification")
+            sys.exit(1)
         where, _, case = case.rpartition(":")
         if where in ("", side):
             allowed[case] = why.strip()
