@@ -476,6 +476,20 @@ def test_scan_frames_positions() -> None:
     ) == pure.scan_frames(wire, 0, False, 100, 0)
 
 
+@pytest.mark.parametrize("count", [63, 64, 65, 200, 1000])
+def test_scan_frames_many_frames(count: int) -> None:
+    rng = random.Random(count)
+    sent = [(0x82, rng.randbytes(rng.randrange(0, 40))) for _ in range(count)]
+    wire = b"".join(encode(b0, p, M) for b0, p in sent)
+    assert same_scan(wire, 0, True, 100, 0) == (sent, len(wire), None)
+    # An error after many frames returns them all.
+    assert same_scan(wire + b"\x8f\x80", 0, True, 100, 0) == (
+        sent,
+        len(wire),
+        (1002, "reserved opcode 15"),
+    )
+
+
 def test_scan_frames_large_payloads_without_the_gil() -> None:
     payload = random.Random(2).randbytes(sp.NOGIL_THRESHOLD * 3 + 1)
     for mask in (None, M):

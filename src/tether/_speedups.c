@@ -213,7 +213,11 @@ static void
 mask_into(uint8_t *dst, const uint8_t *src, Py_ssize_t n, const uint8_t *mask)
 {
     mask_kernel_fn fn = current_kernel->fn;
-    if (n > TETHER_NOGIL_THRESHOLD) {
+    if (n < 32) {
+        /* Small frames (the common case): inline words, no vector setup. */
+        mask_words(dst, src, n, mask);
+    }
+    else if (n > TETHER_NOGIL_THRESHOLD) {
         Py_BEGIN_ALLOW_THREADS
         fn(dst, src, n, mask);
         Py_END_ALLOW_THREADS
@@ -235,6 +239,21 @@ copy_into(uint8_t *dst, const uint8_t *src, Py_ssize_t n)
     else if (n > 0) {
         memcpy(dst, src, (size_t)n);
     }
+}
+
+/* ------------------------------------------------------------------------
+ * Module state: the ints 0-255 (every first byte), so that scan_frames
+ * takes a reference instead of calling PyLong_FromLong per frame.
+ */
+
+typedef struct {
+    PyObject *first_bytes[256];
+} speedups_state;
+
+static inline speedups_state *
+get_state(PyObject *module)
+{
+    return (speedups_state *)PyModule_GetState(module);
 }
 
 /* ------------------------------------------------------------------------
@@ -458,6 +477,83 @@ PyDoc_STRVAR(scan_frames_doc,
 "``(first_byte, payload)`` with the payload unmasked; ``error`` is None or\n"
 "``(code, reason)`` for the first frame that breaks a framing rule.");
 
+/* The frames found so far: on the stack, then on the heap beyond 64; moved
+ * into a list of the exact size at the end (no list over-allocation). */
+typedef struct {
+    PyObject **items;
+    Py_ssize_t count;
+    Py_ssize_t capacity;
+    PyObject *stack[64];
+} frame_acc;
+
+static void
+acc_init(frame_acc *acc)
+{
+    acc->items = acc->stack;
+    acc->count = 0;
+    acc->capacity = (Py_ssize_t)(sizeof(acc->stack) / sizeof(acc->stack[0]));
+}
+
+/* Append `item`, stealing the reference (also on failure). */
+static int
+acc_push(frame_acc *acc, PyObject *item)
+{
+    if (acc->count == acc->capacity) {
+        Py_ssize_t capacity = acc->capacity * 2;
+        PyObject **items;
+        if (acc->items == acc->stack) {
+            items = PyMem_New(PyObject *, capacity);
+            if (items != NULL) {
+                memcpy(items, acc->stack, (size_t)acc->count * sizeof(PyObject *));
+            }
+        }
+        else {
+            items = acc->items;
+            PyMem_Resize(items, PyObject *, capacity);
+        }
+        if (items == NULL) {
+            Py_DECREF(item);
+            PyErr_NoMemory();
+            return -1;
+        }
+        acc->items = items;
+        acc->capacity = capacity;
+    }
+    acc->items[acc->count++] = item;
+    return 0;
+}
+
+/* Release what is left and any heap block. */
+static void
+acc_clear(frame_acc *acc)
+{
+    Py_ssize_t i;
+    for (i = 0; i < acc->count; i++) {
+        Py_DECREF(acc->items[i]);
+    }
+    acc->count = 0;
+    if (acc->items != acc->stack) {
+        PyMem_Free(acc->items);
+        acc->items = acc->stack;
+    }
+}
+
+/* A new list that takes over the items; NULL (items kept) on failure. */
+static PyObject *
+acc_to_list(frame_acc *acc)
+{
+    Py_ssize_t i;
+    PyObject *list = PyList_New(acc->count);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < acc->count; i++) {
+        PyList_SET_ITEM(list, i, acc->items[i]);
+    }
+    acc->count = 0;
+    return list;
+}
+
 /* (code, reason) with reason a new reference (stolen); NULL on error. */
 static PyObject *
 frame_error(int code, PyObject *reason)
@@ -471,7 +567,7 @@ frame_error(int code, PyObject *reason)
 }
 
 static PyObject *
-speedups_scan_frames(PyObject *Py_UNUSED(module), PyObject *const *args,
+speedups_scan_frames(PyObject *module, PyObject *const *args,
                      Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {
@@ -486,7 +582,8 @@ speedups_scan_frames(PyObject *Py_UNUSED(module), PyObject *const *args,
     uint8_t rsv_forbidden;
     Py_buffer view;
     const uint8_t *buf;
-    PyObject *frames = NULL;
+    PyObject *const *first_bytes = get_state(module)->first_bytes;
+    frame_acc frames;
     PyObject *error = NULL; /* the (code, reason) tuple, or NULL for None */
     PyObject *result = NULL;
 
@@ -529,11 +626,7 @@ speedups_scan_frames(PyObject *Py_UNUSED(module), PyObject *const *args,
     buf = (const uint8_t *)view.buf;
     end = view.len;
 
-    frames = PyList_New(0);
-    if (frames == NULL) {
-        goto done;
-    }
-
+    acc_init(&frames);
     for (;;) {
         uint8_t b0, b1;
         unsigned int opcode;
@@ -637,24 +730,18 @@ speedups_scan_frames(PyObject *Py_UNUSED(module), PyObject *const *args,
             copy_into((uint8_t *)PyBytes_AS_STRING(payload), buf + start,
                       (Py_ssize_t)length);
         }
-        first = PyLong_FromLong(b0);
-        if (first == NULL) {
-            Py_DECREF(payload);
-            goto fail;
-        }
         item = PyTuple_New(2);
         if (item == NULL) {
-            Py_DECREF(first);
             Py_DECREF(payload);
             goto fail;
         }
+        first = first_bytes[b0];
+        Py_INCREF(first);
         PyTuple_SET_ITEM(item, 0, first);
         PyTuple_SET_ITEM(item, 1, payload);
-        if (PyList_Append(frames, item) < 0) {
-            Py_DECREF(item);
+        if (acc_push(&frames, item) < 0) {
             goto fail;
         }
-        Py_DECREF(item);
         pos = start + (Py_ssize_t)length;
     }
     goto build;
@@ -664,32 +751,30 @@ check_error:
         goto fail;
     }
 build:
-    result = PyTuple_New(3);
-    if (result == NULL) {
-        goto fail;
-    }
     {
-        PyObject *pos_obj = PyLong_FromSsize_t(pos);
-        if (pos_obj == NULL) {
+        PyObject *list = NULL, *pos_obj = NULL;
+        result = PyTuple_New(3);
+        if (result == NULL || (pos_obj = PyLong_FromSsize_t(pos)) == NULL ||
+                (list = acc_to_list(&frames)) == NULL) {
+            Py_XDECREF(pos_obj);
             Py_CLEAR(result);
             goto fail;
         }
-        PyTuple_SET_ITEM(result, 0, frames);
-        PyTuple_SET_ITEM(result, 1, pos_obj);
         if (error == NULL) {
             Py_INCREF(Py_None);
             error = Py_None;
         }
+        PyTuple_SET_ITEM(result, 0, list);
+        PyTuple_SET_ITEM(result, 1, pos_obj);
         PyTuple_SET_ITEM(result, 2, error);
-        frames = NULL;
         error = NULL;
     }
     goto done;
 
 fail:
-    Py_CLEAR(frames);
     Py_CLEAR(error);
 done:
+    acc_clear(&frames);
     PyBuffer_Release(&view);
     return result;
 }
@@ -760,9 +845,51 @@ static PyMethodDef speedups_methods[] = {
 static int
 speedups_exec(PyObject *module)
 {
+    speedups_state *state = get_state(module);
+    int i;
+    for (i = 0; i < 256; i++) {
+        state->first_bytes[i] = PyLong_FromLong(i);
+        if (state->first_bytes[i] == NULL) {
+            return -1;
+        }
+    }
     current_kernel = &kernels[best_kernel_index()];
     return PyModule_AddIntConstant(module, "NOGIL_THRESHOLD",
                                    (long)TETHER_NOGIL_THRESHOLD);
+}
+
+static int
+speedups_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    speedups_state *state = get_state(module);
+    int i;
+    if (state == NULL) {
+        return 0;
+    }
+    for (i = 0; i < 256; i++) {
+        Py_VISIT(state->first_bytes[i]);
+    }
+    return 0;
+}
+
+static int
+speedups_clear(PyObject *module)
+{
+    speedups_state *state = get_state(module);
+    int i;
+    if (state == NULL) {
+        return 0;
+    }
+    for (i = 0; i < 256; i++) {
+        Py_CLEAR(state->first_bytes[i]);
+    }
+    return 0;
+}
+
+static void
+speedups_free(void *module)
+{
+    (void)speedups_clear((PyObject *)module);
 }
 
 static PyModuleDef_Slot speedups_slots[] = {
@@ -785,12 +912,12 @@ static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "tether._speedups",
     speedups_doc,
-    0,
+    sizeof(speedups_state),
     speedups_methods,
     speedups_slots,
-    NULL,
-    NULL,
-    NULL,
+    speedups_traverse,
+    speedups_clear,
+    speedups_free,
 };
 
 PyMODINIT_FUNC
