@@ -69,15 +69,19 @@ esac
 if [ -n "$pure" ]; then export TETHER_NO_SPEEDUPS=1; flavour=pure; suffix=-pure; else flavour=speedups; suffix=; fi
 out=${out:-$root/artifacts/autobahn/$mode$suffix}
 mkdir -p "$out"
+# Several people share one work tree: two runs into the same folder would delete each other's
+# reports, so they take turns (the commands below run with fd 8 closed).
+exec 8>"$out/.lock"
+flock -n 8 || { echo "autobahn.sh: waiting for another run into $out"; flock 8; }
 
 # verdict INDEX_JSON SIDE: applies the rules above to one side's report.
 verdict() {
-  python3 - "$1" "$2" "$strict" "$expected" "$allow_file" <<'PY'
+  python3 - "$1" "$2" "$strict" "$expected" "$allow_file" "$3" <<'PY'
 import json
 import os
 import sys
 
-index, side, strict, expected, allow_file = sys.argv[1:]
+index, side, strict, expected, allow_file, run_log = sys.argv[1:]
 strict, expected = strict == "1", int(expected)
 allowed = {}
 if os.path.exists(allow_file):
@@ -110,6 +114,13 @@ for what in excused:
     print(f"autobahn.sh: {side}: allowed by autobahn-allowed.txt: {what}")
 if expected and len(cases) != expected:
     problems.append(f"{len(cases)} cases ran, {expected} selected")
+elif not cases:
+    problems.append("no case ran")
+# fuzz-server.sh / fuzz-client.sh note a server that died or a client that exited non-zero (the
+# client does when a case raised anything but ConnectionClosed): a crash, whatever the report says.
+for line in open(run_log, encoding="utf-8", errors="replace"):
+    if line.startswith("note: "):
+        problems.append(line[len("note: "):].strip())
 if problems:
     print(f"autobahn.sh: {side}: FAILED: " + "; ".join(problems))
     sys.exit(1)
@@ -126,14 +137,22 @@ run_side() { # run_side server|client
   log=$dir/run.txt
   echo "== autobahn $which side ($mode, $flavour): agent $agent, reports in $dir"
   if [ "$which" = server ]; then
-    "$tools/fuzz-server.sh" "${select[@]}" --agent "$agent" --out "$dir" -- "${server_cmd[@]}" 2>&1 | tee "$log" || rc=$?
+    "$tools/fuzz-server.sh" "${select[@]}" --agent "$agent" --out "$dir" -- "${server_cmd[@]}" 8>&- 2>&1 | tee "$log" || rc=$?
     index=$dir/servers/index.json
   else
-    "$tools/fuzz-client.sh" "${select[@]}" --agent "$agent" --out "$dir" -- "${client_cmd[@]}" 2>&1 | tee "$log" || rc=$?
+    "$tools/fuzz-client.sh" "${select[@]}" --agent "$agent" --out "$dir" -- "${client_cmd[@]}" 8>&- 2>&1 | tee "$log" || rc=$?
     index=$dir/clients/index.json
   fi
   summaries+=("$(grep '^autobahn ' "$log" | tail -n 1 || echo "autobahn $agent: no summary (exit $rc)")")
-  if line=$(verdict "$index" "$which"); then :; else status=1; fi
+  if line=$(verdict "$index" "$which" "$log"); then :; else
+    status=1
+    # Say why right here (CI logs): the end of what the implementation under test printed.
+    for f in "$dir/server.log" "$dir/client.log"; do
+      [ -s "$f" ] || continue
+      echo "-- last lines of $f:"
+      tail -n 20 "$f" | cut -c1-300
+    done
+  fi
   echo "$line"
   verdicts+=("$line")
 }
