@@ -22,7 +22,7 @@ SPEEDUPS = False
 
 if not os.environ.get("TETHER_NO_SPEEDUPS"):
     try:
-        from tether import _speedups  # type: ignore[attr-defined]
+        from tether import _speedups
     except ImportError:  # pragma: no cover - the extension failed to build
         pass
     else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = [
     "CLOSE_CODES_SENDABLE",
@@ -149,7 +150,7 @@ def serialize_close(close: Close) -> bytes:
 # ---------------------------------------------------------------------------
 # The hot path, pure-Python twin of tether._speedups.
 
-_native = "little"
+_native: Literal["little"] = "little"
 
 
 def apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
