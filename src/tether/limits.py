@@ -48,7 +48,8 @@ PING_INTERVAL: float | None = 20.0
 #: Seconds to wait for the pong of a keepalive ping before failing the connection.
 PING_TIMEOUT: float | None = 20.0
 
-#: Longest request line, status line or header line, in bytes. Over it: 431 (414 for the request line).
+#: Longest request line, status line or header line, in bytes.
+#: Over it: 431 (414 for the request line).
 MAX_LINE = 8192
 
 #: Most header lines in a request or response. Over it: 431.

@@ -341,9 +341,9 @@ class Connection:
             return
         b0, length, header_len, mask = header
         opcode = b0 & 0x0F
-        if b0 & 0x40 or self._msg_compressed and opcode == 0:
+        if b0 & 0x40 or (self._msg_compressed and opcode == 0):
             return  # compressed: validated after inflating
-        if not (opcode == 1 and self._msg_op < 0 or opcode == 0 and self._msg_op == 1):
+        if not ((opcode == 1 and self._msg_op < 0) or (opcode == 0 and self._msg_op == 1)):
             return  # not text: an invalid frame is reported when it completes
         if self._peek is None:
             decoder = _utf8_decoder()
@@ -354,12 +354,12 @@ class Connection:
         available = min(len(buf) - header_len, length)
         if available <= done:
             return
-        chunk = buf[header_len + done : header_len + available]
+        chunk = bytes(buf[header_len + done : header_len + available])
         if mask is not None:
             shift = done % 4
             chunk = accel.apply_mask(chunk, mask[shift:] + mask[:shift])
         try:
-            decoder.decode(bytes(chunk), False)
+            decoder.decode(chunk, False)
         except UnicodeDecodeError:
             self._fail(1007, "invalid UTF-8 in text message")
             return
