@@ -210,12 +210,6 @@ class Headers:
         return [f"{name}: {value}" for name, value in self._items]
 
 
-def _as_headers(headers: HeadersLike | None) -> Headers:
-    if isinstance(headers, Headers):
-        return headers
-    return Headers(headers)
-
-
 @dataclass(slots=True)
 class Request:
     """An HTTP request: the WebSocket upgrade request, or any other.
@@ -400,6 +394,8 @@ class _HeadScanner:
             tail_end -= 1  # a CR waiting for its LF
         if tail_end - pos > max_line:
             if self._lines == 0 and self.is_request:
+                if buf.find(b" ", 0, tail_end) < 0:
+                    raise InvalidMessage("malformed request line: no space in the first bytes")
                 raise InvalidMessage(f"request line over {max_line} bytes", 414)
             raise InvalidMessage(f"line over {max_line} bytes without a line end", 431)
         bad = _bad_byte(buf, max(pos, old - 1), tail_end)

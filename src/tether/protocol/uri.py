@@ -125,7 +125,7 @@ def parse_uri(uri: str) -> WSURI:
     if ":" in host:
         try:
             ipaddress.IPv6Address(host.partition("%")[0])
-        except ValueError:
+        except ValueError:  # pragma: no cover - urlsplit checks it since Python 3.11.4
             raise InvalidURI(f"{uri!r} has an invalid IPv6 address") from None
     elif not _REG_NAME.fullmatch(host):
         raise InvalidURI(f"{uri!r} has an invalid host {host!r}")
