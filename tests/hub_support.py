@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 TESTS = Path(__file__).resolve().parent
 #: How the tests start `tether serve`.
@@ -172,3 +173,31 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def clients_on_workers(
+    port: int, per_worker: int, workers: int = 2
+) -> tuple[dict[str, list[Any]], dict[str, int]]:
+    """Connect to ``hub_app`` on ``port`` until each of ``workers`` workers has
+    ``per_worker`` clients (the kernel picks the worker of each connection);
+    extra connections are closed. Returns ``({worker id: [client, ...]},
+    {worker id: pid})``."""
+    import asyncio
+    import json
+
+    import tether
+
+    found: dict[str, list[Any]] = {}
+    pids: dict[str, int] = {}
+    for _ in range(40 * per_worker * workers):
+        client = await tether.connect(f"ws://127.0.0.1:{port}/")
+        hello = json.loads(await asyncio.wait_for(client.recv(), 10))
+        pids[hello["hello"]] = hello["pid"]
+        group = found.setdefault(hello["hello"], [])
+        if len(group) < per_worker:
+            group.append(client)
+        else:
+            await client.close()
+        if len(found) == workers and all(len(g) == per_worker for g in found.values()):
+            return found, pids
+    raise AssertionError(f"connections did not spread over {workers} workers: {found}")
