@@ -359,6 +359,7 @@ def test_eof_without_close_is_an_error() -> None:
 def test_error_close_carries_cause() -> None:
     conn = server()
     conn.receive_data(client_frame(0x83, b""))
+    assert conn.data_to_send()  # the close frame
     conn.receive_eof()
     exc = conn.close_exc()
     assert isinstance(exc, ConnectionClosedError)
@@ -406,3 +407,19 @@ def test_fail_api() -> None:
     frames = sent_frames(conn)
     assert frames == [(0x88, close_payload(1011, "internal error"))]
     assert conn.error is not None and conn.error.code == 1011
+
+
+def test_replies_to_messages_before_an_error_go_first() -> None:
+    """Strict failure: messages before the bad frame are answered, then the close."""
+    conn = server()
+    conn.receive_data(
+        client_frame(0x81, b"first") + client_frame(0x83, b"") + client_frame(0x89, b"")
+    )
+    assert conn.events_received() == ["first"]
+    assert conn.error is not None and conn.close_expected()
+    reply = conn.encode_message("first")  # still allowed: the close is not sent yet
+    frames = sent_frames(conn)
+    assert frames == [(0x88, close_payload(1002, "reserved opcode 3"))]
+    assert reply == b"\x81\x05first"
+    with pytest.raises(InvalidState):
+        conn.encode_message("late")

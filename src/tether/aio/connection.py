@@ -45,6 +45,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Connection", "State"]
 
 Message = str | bytes
+#: Seconds a deferred peer error waits for the application to read the
+#: messages that came before it (see Connection.data_received).
+_FAIL_GRACE = 1.0
 MessageHandler = Callable[[Message], Any]
 
 
@@ -171,6 +174,7 @@ class Connection(asyncio.Protocol):
             return
         core.receive_data(data)
         events = core.events
+        queued = False
         if events:
             core.events = []
             handler = self._message_handler
@@ -184,9 +188,18 @@ class Connection(asyncio.Protocol):
                             self._handler_failed(exc)
                     else:
                         self._put(event)
+                        queued = True
                 else:
+                    if kind is Ping and core._out:
+                        # Answer pings in order with the replies to messages.
+                        self._flush()
                     self._event(event)
-        if core._out:
+        if core._pending_fail is not None and queued:
+            # A peer error follows messages the application has not read yet.
+            # Strict failure: let it read (and answer) them first; the close
+            # frame goes when recv() finds no more messages, or after a grace.
+            self._close_handle = self._loop.call_later(_FAIL_GRACE, self._commit_fail)
+        elif core._out or core._pending_fail is not None:
             self._flush()
 
     def eof_received(self) -> bool | None:
@@ -284,6 +297,13 @@ class Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------------
     # Incoming events
+
+    def _commit_fail(self) -> None:
+        """Send the close frame of a deferred peer error (see data_received)."""
+        if self._close_handle is not None:
+            self._close_handle.cancel()
+            self._close_handle = None
+        self._flush()
 
     def _put(self, item: Any) -> None:
         waiter = self._waiter
@@ -397,6 +417,9 @@ class Connection(asyncio.Protocol):
             return item  # type: ignore[no-any-return]
         if self._closed_exc is not None:
             raise self._closed_exc
+        core = self.core
+        if core is not None and core._pending_fail is not None:
+            self._commit_fail()
         if self._waiter is not None:
             raise ConcurrencyError("another coroutine is already waiting for the next message")
         if self._message_handler is not None:

@@ -107,6 +107,7 @@ class Connection:
         "_msg_size",
         "_out",
         "_peek",
+        "_pending_fail",
         "_rsv_allowed",
         "_send_op",
         "auto_pong",
@@ -152,6 +153,7 @@ class Connection:
         self._buf: bytearray | None = None
         self._discard = False
         self._peek: Any = None
+        self._pending_fail: tuple[int, str] | None = None
         # The incoming message being assembled.
         self._msg_op = -1
         self._msg_parts: list[bytes] = []
@@ -202,14 +204,15 @@ class Connection:
                         # stream as UTF-8 but finds that the byte stream is not,
                         # in fact, a valid UTF-8 stream, that endpoint MUST _Fail
                         # the WebSocket Connection_."
-                        self._fail(1007, "invalid UTF-8 in text message")
+                        self._peer_error(ProtocolError("invalid UTF-8 in text message", 1007))
                         return
                     continue
             self._frame(b0, payload)
             if self._discard:
                 return
         if err is not None:
-            self._fail(*err)
+            code, reason = err
+            self._peer_error(PayloadTooBig(reason) if code == 1009 else ProtocolError(reason, code))
             return
         n = len(buf)
         if pos == n:
@@ -282,7 +285,7 @@ class Connection:
                 except UnicodeDecodeError:
                     raise ProtocolError("invalid UTF-8 in text message", 1007) from None
         except ProtocolError as exc:
-            self._fail(exc.code, exc.reason, exc)
+            self._peer_error(exc)
             return
         if self.fragments and not (first and fin):
             self.events.append(Fragment(data, text, first, bool(fin)))
@@ -311,7 +314,7 @@ class Connection:
             try:
                 close = parse_close(payload)
             except ProtocolError as exc:
-                self._fail(exc.code, exc.reason, exc)
+                self._peer_error(exc)
                 return
             self.close_rcvd = close
             self.events.append(close)
@@ -361,7 +364,7 @@ class Connection:
         try:
             decoder.decode(chunk, False)
         except UnicodeDecodeError:
-            self._fail(1007, "invalid UTF-8 in text message")
+            self._peer_error(ProtocolError("invalid UTF-8 in text message", 1007))
             return
         self._peek[1] = available
 
@@ -370,7 +373,18 @@ class Connection:
 
     def data_to_send(self) -> list[bytes]:
         """Bytes to write to the network, oldest first. An empty ``bytes``
-        means "close the TCP connection after writing what came before"."""
+        means "close the TCP connection after writing what came before".
+
+        A peer error found by :meth:`receive_data` is answered here (its close
+        frame is queued now, not when the error was found), so that whatever
+        the application sent in reply to the messages received before the
+        error goes out first: a strict endpoint answers every valid message
+        and fails exactly at the offending frame.
+        """
+        if self._pending_fail is not None:
+            code, reason = self._pending_fail
+            self._pending_fail = None
+            self._fail(code, reason)
         out = self._out
         if out:
             self._out = []
@@ -379,7 +393,7 @@ class Connection:
     def close_expected(self) -> bool:
         """Whether the core expects the TCP connection to close soon: the I/O
         layer should then arm its close timeout (section 7.1.1)."""
-        return self.close_sent is not None or self._discard
+        return self.close_sent is not None or self._discard or self._pending_fail is not None
 
     def _frame_bytes(self, first_byte: int, payload: bytes) -> bytes:
         if self._masked_out:
@@ -494,6 +508,17 @@ class Connection:
         if self.side is Side.SERVER and not self.eof_sent:
             self.eof_sent = True
             self._out.append(b"")
+
+    def _peer_error(self, exc: ProtocolError) -> None:
+        """The peer broke the protocol: stop reading now; answer with a close
+        frame at the next :meth:`data_to_send`."""
+        if self.error is None:
+            self.error = exc
+        self._discard = True
+        self._buf = None
+        self._msg_parts = []
+        if self._pending_fail is None:
+            self._pending_fail = (exc.code, exc.reason)
 
     def fail(self, code: int, reason: str = "") -> None:
         """Fail the connection (section 7.1.7) with ``code``: queue a close

@@ -235,9 +235,13 @@ def scan_frames(
         if opcode not in (0, 1, 2, 8, 9, 10):
             return frames, pos, (1002, f"reserved opcode {opcode}")
         if bool(b1 & 0x80) != masked:
-            return frames, pos, (
-                1002,
-                "incorrect masking: client frames must be masked, server frames must not",
+            return (
+                frames,
+                pos,
+                (
+                    1002,
+                    "incorrect masking: client frames must be masked, server frames must not",
+                ),
             )
         length = b1 & 0x7F
         header = 2
@@ -262,7 +266,11 @@ def scan_frames(
             if not b0 & 0x80:
                 return frames, pos, (1002, "fragmented control frame")
         if length > max_frame:
-            return frames, pos, (1009, f"frame of {length} bytes exceeds limit of {max_frame} bytes")
+            return (
+                frames,
+                pos,
+                (1009, f"frame of {length} bytes exceeds limit of {max_frame} bytes"),
+            )
         start = pos + header + (4 if masked else 0)
         if end - start < length:
             return frames, pos, None
