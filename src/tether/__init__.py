@@ -46,14 +46,27 @@ from tether.exceptions import (
     TetherError,
     WebSocketBufferFull,
 )
+from tether.faces.channel import (
+    ChannelEvent,
+    Handler,
+    HttpServer,
+    UserEvent,
+    WebSocketApp,
+    WebSocketChannel,
+    WebSocketClient,
+    WebSocketConfig,
+    WebSocketFrame,
+)
 from tether.protocol.connection import State
 from tether.protocol.deflate import DeflateOptions
 from tether.protocol.frames import Close, CloseCode, Opcode
 from tether.protocol.handshake import Headers, Request, Response
+from tether.routing import Routes
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChannelEvent",
     "ClientConnection",
     "Close",
     "CloseCode",
@@ -63,8 +76,10 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "DeflateOptions",
+    "Handler",
     "HandshakeTimeout",
     "Headers",
+    "HttpServer",
     "InvalidHandshake",
     "InvalidMessage",
     "InvalidRequest",
@@ -79,12 +94,19 @@ __all__ = [
     "ProtocolError",
     "Request",
     "Response",
+    "Routes",
     "Server",
     "ServerConnection",
     "State",
     "TetherError",
     "Upgrade",
+    "UserEvent",
+    "WebSocketApp",
     "WebSocketBufferFull",
+    "WebSocketChannel",
+    "WebSocketClient",
+    "WebSocketConfig",
+    "WebSocketFrame",
     "connect",
     "serve",
 ]
