@@ -361,10 +361,9 @@ def _server_agree(
     # extension negotiation response even if the extension negotiation offer
     # being accepted by the response didn't include" it.
     # An offer of 8 is accepted with 8: zlib cannot compress with an 8-bit
-    # window, so PerMessageDeflate compresses with run-length matches only
-    # (every match at distance 1), which any window can decode; see
-    # PerMessageDeflate._new_deflater. Declining would be RFC-correct too,
-    # but Autobahn cases 13.3.x, 13.5.x and 13.7.x count it as unimplemented.
+    # window, so PerMessageDeflate then compresses with run-length matches
+    # only (every match at distance 1), which a 256-byte window decodes; see
+    # PerMessageDeflate._new_deflater for why this is correct.
     limit = options.server_max_window_bits
     if smwb is not None:
         server_bits: int | None = smwb if limit is None else min(smwb, limit)
@@ -525,17 +524,24 @@ class PerMessageDeflate:
         bits = self._local_bits
         if bits == 8:
             # We agreed to compress with an LZ77 window of 2**8 = 256 bytes
-            # (RFC 7692 section 7.1.2: the window bits parameters limit "the
-            # LZ77 sliding window size" the compressor uses), but zlib
-            # refuses windowBits=8 for raw deflate since 1.2.9 (older
-            # versions silently used 9, producing streams an 8-bit inflater
-            # rejects: "invalid distance too far back"). The Z_RLE strategy
-            # only ever emits matches at distance 1, so with a 9-bit buffer
-            # the stream still never refers further back than 256 bytes and
-            # any conforming inflater with a 256-byte window decodes it.
-            # Compression of text is a little worse than with a real 8-bit
-            # window; the alternative, declining every offer that asks for
-            # 8, loses compression altogether.
+            # (RFC 7692 section 7.1.2.1: server_max_window_bits "limits the
+            # LZ77 sliding window size that the server will use to compress
+            # messages"; 7.1.2.2 the same for the client), but zlib refuses
+            # windowBits=8 for raw deflate since 1.2.9 (before, it silently
+            # used 9). Stock zlib with windowBits=9 happens never to emit a
+            # distance over 250 (its MAX_DIST is the window size minus 262),
+            # but that is an implementation detail that forks (zlib-ng,
+            # Intel's, Cloudflare's) need not share. The Z_RLE strategy only
+            # ever emits matches at distance 1: whatever zlib is underneath,
+            # the stream never refers more than 1 byte back, and any
+            # conforming inflater with a 256-byte window decodes it
+            # (tests/test_protocol_deflate.py checks with an 8-bit inflater).
+            # The price: only runs of a repeated byte are matched, plus
+            # Huffman coding. Declining offers of 8 would be RFC-correct too,
+            # but loses compression altogether, and Autobahn counts cases
+            # 13.3.x/13.5.x/13.7.x (server_max_window_bits=8 offered to our
+            # server, client_max_window_bits=8 asked of our client) as
+            # unimplemented.
             return zlib.compressobj(
                 options.compress_level, zlib.DEFLATED, -9, options.mem_level, zlib.Z_RLE
             )
@@ -609,10 +615,10 @@ class PerMessageDeflate:
             inflater = self._inflater
             if inflater is None:
                 # A window bigger than the peer's is always fine for
-                # inflating. An 8-bit peer window is inflated with 9 bits:
-                # zlib accepts 8 for inflating, but peers built on zlib
-                # before 1.2.9 (which silently compressed with 9 when asked
-                # for 8) would then fail with "invalid distance too far back".
+                # inflating. An 8-bit peer window is inflated with 9 bits
+                # (256 bytes more): zlib accepts 8 for inflating, but this
+                # tolerates peers that, like zlib before 1.2.9, cannot
+                # compress with 8 and quietly use 9.
                 inflater = self._inflater = zlib.decompressobj(-max(9, self._remote_bits))
             if limit is None:
                 chunk = inflater.decompress(data)
