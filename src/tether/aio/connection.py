@@ -362,6 +362,10 @@ class Connection(asyncio.Protocol):
                 break
 
     def _handler_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, ConnectionClosed):
+            # The handler replied to a message that arrived just before the
+            # close: a normal race, not a bug in the handler.
+            return
         self.options.logger.error("error in a message handler", exc_info=exc)
         self._fail(1011, "internal error")
 
