@@ -363,7 +363,6 @@ async def test_message_handler_reply_after_close_is_not_an_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from test_bad_input import open_raw, read_close
-
     from tether.cli.echo import echo_app
     from tether.protocol.frames import build_frame
 
