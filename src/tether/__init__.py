@@ -23,6 +23,7 @@ exception tree in :mod:`tether.exceptions`.
 
 from __future__ import annotations
 
+from tether import sync
 from tether.aio.client import ClientConnection, connect
 from tether.aio.connection import Connection
 from tether.aio.options import Options
@@ -46,6 +47,7 @@ from tether.exceptions import (
     TetherError,
     WebSocketBufferFull,
 )
+from tether.faces.callbacks import Data, WebSocket, web_socket_upgrader
 from tether.faces.channel import (
     ChannelEvent,
     Handler,
@@ -57,6 +59,7 @@ from tether.faces.channel import (
     WebSocketConfig,
     WebSocketFrame,
 )
+from tether.faces.request import WebSocketEvent, WebSocketResponse, basic_request
 from tether.protocol.connection import State
 from tether.protocol.deflate import DeflateOptions
 from tether.protocol.frames import Close, CloseCode, Opcode
@@ -75,6 +78,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "Data",
     "DeflateOptions",
     "Handler",
     "HandshakeTimeout",
@@ -101,12 +105,18 @@ __all__ = [
     "TetherError",
     "Upgrade",
     "UserEvent",
+    "WebSocket",
     "WebSocketApp",
     "WebSocketBufferFull",
     "WebSocketChannel",
     "WebSocketClient",
     "WebSocketConfig",
+    "WebSocketEvent",
     "WebSocketFrame",
+    "WebSocketResponse",
+    "basic_request",
     "connect",
     "serve",
+    "sync",
+    "web_socket_upgrader",
 ]
