@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from tether.aio.connection import Connection
 from tether.aio.server import Upgrade
 from tether.hub import Hub, default_hub
 from tether.protocol.handshake import Request, Response
+from tether.responses import html
+from tether.routing import Routes
 
 __all__ = ["ChatApp", "app"]
 
@@ -40,7 +43,8 @@ MAX_LINE = 2000
 
 
 class ChatApp:
-    """The chat app: ``/`` is the page, ``/ws`` the room's WebSocket.
+    """The chat app: ``/`` is the page, ``/ws`` the room's WebSocket, routed
+    by :class:`~tether.routing.Routes` (other paths: 404, other methods: 405).
 
     ``hub``: the hub to publish on (default: :func:`~tether.hub.default_hub`,
     looked up at each connection, so ``tether serve --redis`` takes effect).
@@ -48,18 +52,21 @@ class ChatApp:
 
     def __init__(self, hub: Hub | None = None) -> None:
         self.hub = hub
-        self._page: bytes | None = None
+        self._page: str | None = None
+        self.routes = Routes()
+        self.routes.get("/", self.page)
+        self.routes.get("/ws", lambda request: Upgrade(self.session))
 
-    def __tether_dispatch__(self, connection: Connection, request: Request) -> Response | Upgrade:
-        path = request.url_path
-        if path == "/ws":
-            return Upgrade(self.session)
-        if path in ("/", "/index.html") and request.method in ("GET", "HEAD"):
-            if self._page is None:
-                self._page = PAGE.read_bytes()
-            headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
-            return Response(200, headers=headers, body=self._page)  # type: ignore[arg-type]
-        return Response.text(404, "Not found: the chat is at / and its WebSocket at /ws\n")
+    def __tether_dispatch__(
+        self, connection: Connection, request: Request
+    ) -> Response | Upgrade | Awaitable[Response | Upgrade]:
+        return self.routes.__tether_dispatch__(connection, request)
+
+    def page(self, request: Request) -> Response:
+        """The chat page (read once)."""
+        if self._page is None:
+            self._page = PAGE.read_text(encoding="utf-8")
+        return html(self._page, headers={"Cache-Control": "no-store"})
 
     async def session(self, ws: Connection) -> None:
         """One person in a room: subscribe, announce, relay their lines."""
