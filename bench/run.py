@@ -1,0 +1,364 @@
+"""tether against its peers: echo servers under the C load generator, clients against the C echo.
+
+    .venv/bin/python bench/run.py                  # 3 runs of everything, ~12 minutes
+    .venv/bin/python bench/run.py --quick          # 1 short run, ~3 minutes
+    .venv/bin/python bench/run.py --only a,b,seq --runs 5 --loop uvloop
+
+Each server (tether, websockets, aiohttp, picows, and wsecho, the C ceiling) is
+started fresh for each measurement, pinned to CPU 0 (``taskset -c 0``); wsload
+and the benchmark clients run on CPU 1. Runs are interleaved (every server
+once per run, in a rotating order) so that the machine's drift hits all of
+them alike; the table shows medians, and the ratios are medians of the
+per-run ratios (tether / peer, from the same run). The raw results go to
+``artifacts/bench/<time>.json``.
+
+Workloads (wsload arguments, see ../shared/tools/wsload/README.md):
+(a) ``-c 1 -s 16``, (b) ``-c 64 -s 64``, (c) ``-c 64 -s 16384``, (d) ``-c 4 -s 1048576``,
+(e) idle ``-i -c 1000`` and ``-i -c 10000`` (server RSS per connection, handshakes/s);
+client workloads against wsecho: ``seq`` (send 16 B, await its echo) and
+``pipe`` (bursts of 1000 x 16 B), see bench/peers/clients.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+PEERS = REPO / "bench" / "peers"
+PYTHON = sys.executable
+
+SERVERS = ["tether", "websockets", "aiohttp", "picows", "wsecho"]
+PYTHON_PEERS = ["websockets", "aiohttp", "picows"]
+CLIENTS = ["tether", "tether-cb", "websockets", "aiohttp", "picows"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One row of the table: wsload arguments (server workloads) or a client mode."""
+
+    key: str
+    title: str
+    args: tuple[str, ...] = ()
+    metric: str = "msgs_per_s"
+    unit: str = "msg/s"
+    client_mode: str = ""
+    higher_is_better: bool = True
+
+
+WORKLOADS = [
+    Workload("a", "(a) 1 conn x 16 B", ("-c", "1", "-s", "16")),
+    Workload("b", "(b) 64 conns x 64 B", ("-c", "64", "-s", "64")),
+    Workload("c", "(c) 64 conns x 16 KiB", ("-c", "64", "-s", "16384"), "mb_per_s", "MB/s"),
+    Workload("d", "(d) 4 conns x 1 MiB", ("-c", "4", "-s", "1048576"), "mb_per_s", "MB/s"),
+    Workload(
+        "e1k",
+        "(e) idle RSS per conn, 1,000",
+        ("-i", "-c", "1000"),
+        "rss_per_conn_kb",
+        "KB",
+        higher_is_better=False,
+    ),
+    Workload(
+        "e10k",
+        "(e) idle RSS per conn, 10,000",
+        ("-i", "-c", "10000"),
+        "rss_per_conn_kb",
+        "KB",
+        higher_is_better=False,
+    ),
+    Workload("hs", "handshakes/s opening 10,000", ("-i", "-c", "10000"), "handshakes_per_s", "/s"),
+    Workload("seq", "client, 1 conn, send+await 16 B", client_mode="seq"),
+    Workload("pipe", "client, pipelined 16 B (bursts of 1000)", client_mode="pipe"),
+]
+# "hs" comes from the same wsload run as "e10k".
+DERIVED = {"hs": "e10k"}
+
+
+def log(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def build_wsload() -> Path:
+    """Build wsload and wsecho (gcc -O2) into a cache folder, if the sources changed."""
+    src = SHARED / "tools" / "wsload"
+    out = Path(tempfile.gettempdir()) / f"tether-bench-wsload-{os.getuid()}"
+    newest = max(p.stat().st_mtime for p in src.glob("*.c"))
+    binaries = [out / "wsload", out / "wsecho"]
+    if not all(b.exists() and b.stat().st_mtime >= newest for b in binaries):
+        subprocess.run(
+            ["sh", str(src / "build.sh"), str(out)], check=True, stdout=subprocess.DEVNULL
+        )
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def server_command(name: str, port: int, loop: str, tools: Path, compression: bool) -> list[str]:
+    if name == "wsecho":
+        return [str(tools / "wsecho"), str(port)]
+    cmd = [PYTHON, str(PEERS / f"{name}_echo.py"), "--port", str(port), "--loop", loop]
+    return cmd + (["--compression"] if compression else [])
+
+
+@contextlib.contextmanager
+def running_server(
+    name: str, loop: str, tools: Path, compression: bool = False
+) -> Iterator[tuple[int, int]]:
+    """Start one echo server pinned to CPU 0; yields (port, pid)."""
+    port = free_port()
+    cmd = ["taskset", "-c", "0", *server_command(name, port, loop, tools, compression)]
+    env = dict(os.environ, PYTHONPATH=str(PEERS))
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=raise_nofile,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not listen on {port}")
+            time.sleep(0.05)
+        time.sleep(0.2)  # let the listener settle (the probe connection closes)
+        yield port, proc.pid  # taskset execs the server: same pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def run_wsload(
+    tools: Path, port: int, pid: int, args: tuple[str, ...], seconds: float, warmup: float
+) -> dict[str, float]:
+    cmd = ["taskset", "-c", "1", str(tools / "wsload"), "-p", str(port), "-P", str(pid), *args]
+    if "-i" not in args:
+        cmd += ["-d", "1", "-t", str(seconds), "-w", str(warmup)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, preexec_fn=raise_nofile)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(
+            f"wsload {' '.join(args)} failed: {out.stdout[-500:]} {out.stderr[-500:]}"
+        )
+    result: dict[str, float] = json.loads(lines[-1])
+    if "rss_per_conn_bytes" in result:
+        result["rss_per_conn_kb"] = result["rss_per_conn_bytes"] / 1024
+    return result
+
+
+def run_client(
+    lib: str, mode: str, port: int, loop: str, seconds: float, warmup: float
+) -> dict[str, float]:
+    cmd = [
+        "taskset", "-c", "1", PYTHON, str(PEERS / "clients.py"), lib, mode,
+        "--port", str(port), "--seconds", str(seconds), "--warmup", str(warmup), "--loop", loop,
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + warmup + 60)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"client {lib} {mode} failed: {out.stderr[-1500:]}")
+    result: dict[str, float] = json.loads(lines[-1])
+    return result
+
+
+def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float | None]]]:
+    """results[workload][subject] = one value per run (None: the run failed)."""
+    tools = build_wsload()
+    keys = [w.key for w in WORKLOADS]
+    wanted = set(keys) if not args.only else set(args.only.split(","))
+    if "hs" in wanted:
+        wanted.add("e10k")
+    results: dict[str, dict[str, list[float | None]]] = {k: {} for k in keys}
+    seconds, warmup = (1.5, 0.5) if args.quick else (args.seconds, 1.0)
+    for run in range(args.runs):
+        log(f"--- run {run + 1}/{args.runs}")
+        for w in WORKLOADS:
+            if w.key not in wanted or w.key in DERIVED:
+                continue
+            subjects = CLIENTS if w.client_mode else SERVERS
+            shift = run % len(subjects)
+            for subject in subjects[shift:] + subjects[:shift]:
+                values: dict[str, float | None] = {}
+                try:
+                    if w.client_mode:
+                        with running_server("wsecho", args.loop, tools) as (port, _):
+                            out = run_client(
+                                subject, w.client_mode, port, args.loop, seconds, warmup
+                            )
+                    else:
+                        with running_server(subject, args.loop, tools) as (port, pid):
+                            out = run_wsload(tools, port, pid, w.args, seconds, warmup)
+                    if out.get("errors"):
+                        log(f"  {w.key} {subject}: {out['errors']} errors")
+                    values[w.key] = out.get(w.metric)
+                    for derived, source in DERIVED.items():
+                        if source == w.key:
+                            values[derived] = out.get(
+                                next(x.metric for x in WORKLOADS if x.key == derived)
+                            )
+                except Exception as exc:  # one failure must not lose the run
+                    log(f"  {w.key} {subject}: FAILED {exc}")
+                    values = {w.key: None, **{d: None for d, s in DERIVED.items() if s == w.key}}
+                for key, value in values.items():
+                    results[key].setdefault(subject, []).append(value)
+                log(f"  {w.key:5} {subject:11} " + " ".join(f"{k}={v}" for k, v in values.items()))
+    if args.compression_rss and not args.quick:
+        results["e10k-deflate"] = {}
+        for subject in ("tether", "websockets"):
+            with running_server(subject, args.loop, tools, compression=True) as (port, pid):
+                out = run_wsload(tools, port, pid, ("-i", "-c", "10000"), 0, 0)
+            results["e10k-deflate"][subject] = [out.get("rss_per_conn_kb")]
+    return results
+
+
+def median(values: list[float | None]) -> float | None:
+    good = [v for v in values if v is not None]
+    return statistics.median(good) if good else None
+
+
+def run_ratios(mine: list[float | None], theirs: list[float | None], higher: bool) -> float | None:
+    """Median of the per-run ratios tether/peer (for memory: peer/tether, so > 1 is better)."""
+    ratios = []
+    for a, b in zip(mine, theirs, strict=True):
+        if a and b:
+            ratios.append(a / b if higher else b / a)
+    return statistics.median(ratios) if ratios else None
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def table(results: dict[str, dict[str, list[float | None]]]) -> str:
+    servers = SERVERS
+    head = [
+        "workload",
+        "tether",
+        *[s for s in servers if s != "tether"],
+        *[f"x {p}" for p in PYTHON_PEERS],
+        "x wsecho",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for w in WORKLOADS:
+        row = results.get(w.key) or {}
+        if not row:
+            continue
+        if w.client_mode:
+            cells = [f"{w.title} ({w.unit})", fmt(median(row.get("tether", [])))]
+            cells += [fmt(median(row.get(s, []))) for s in servers if s not in ("tether", "wsecho")]
+            cells += [""]
+            mine = row.get("tether", [])
+            cells += [fmt(run_ratios(mine, row.get(p, []), True)) for p in PYTHON_PEERS] + [""]
+            lines.append("| " + " | ".join(cells) + " |")
+            cb = row.get("tether-cb", [])
+            cells = [f"{w.title}, tether callbacks ({w.unit})", fmt(median(cb)), "", "", "", ""]
+            cells += [fmt(run_ratios(cb, row.get(p, []), True)) for p in PYTHON_PEERS] + [""]
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
+        mine = row.get("tether", [])
+        cells = [f"{w.title} ({w.unit})", fmt(median(mine))]
+        cells += [fmt(median(row.get(s, []))) for s in servers if s != "tether"]
+        cells += [
+            fmt(run_ratios(mine, row.get(p, []), w.higher_is_better))
+            for p in [*PYTHON_PEERS, "wsecho"]
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    extra = results.get("e10k-deflate")
+    if extra:
+        lines.append("")
+        lines.append(
+            "Idle RSS per connection at 10,000 with permessage-deflate negotiated: "
+            + ", ".join(f"{k} {fmt(median(v))} KB" for k, v in extra.items())
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated workloads: " + ",".join(w.key for w in WORKLOADS),
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per echo run")
+    parser.add_argument("--quick", action="store_true", help="1 run, 1.5 s per measurement")
+    parser.add_argument(
+        "--no-compression-rss", dest="compression_rss", action="store_false",
+        help="skip the extra idle-RSS run with permessage-deflate negotiated",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if args.quick:
+        args.runs = 1
+    raise_nofile()
+    started = time.time()
+    results = measure(args)
+    text = table(results)
+    print(
+        f"\nloop={args.loop} runs={args.runs} ({time.time() - started:.0f} s);"
+        " ratios: tether / peer, same run\n"
+    )
+    print(text)
+    out_dir = REPO / "artifacts" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out_dir / f"{stamp}-{args.loop}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "loop": args.loop,
+                "runs": args.runs,
+                "quick": args.quick,
+                "results": results,
+                "table": text,
+            },
+            indent=1,
+        )
+    )
+    log(f"wrote {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
