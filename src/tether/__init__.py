@@ -27,6 +27,8 @@ from tether import sync
 from tether.aio.client import ClientConnection, connect
 from tether.aio.connection import Connection
 from tether.aio.options import Options
+from tether.aio.proxy import ProxyError
+from tether.aio.reconnect import Attempt, OutgoingQueue, OutgoingQueueFull, Retry
 from tether.aio.server import Server, ServerConnection, Upgrade, serve
 from tether.exceptions import (
     ConcurrencyError,
@@ -69,6 +71,7 @@ from tether.routing import Routes
 __version__ = "0.1.0"
 
 __all__ = [
+    "Attempt",
     "ChannelEvent",
     "ClientConnection",
     "Close",
@@ -94,10 +97,14 @@ __all__ = [
     "NegotiationError",
     "Opcode",
     "Options",
+    "OutgoingQueue",
+    "OutgoingQueueFull",
     "PayloadTooBig",
     "ProtocolError",
+    "ProxyError",
     "Request",
     "Response",
+    "Retry",
     "Routes",
     "Server",
     "ServerConnection",

@@ -451,6 +451,7 @@ class Reconnecting:
         self._retry_after = 0.0
         self._closing_ours = False
         self._done = False
+        self._sleeping: asyncio.Future[Any] | None = None
         loop = asyncio.get_running_loop()
         self._clock = self.retry.clock or loop.time
         self._sleep = self.retry.sleep or asyncio.sleep
@@ -469,10 +470,22 @@ class Reconnecting:
         while True:
             delay = self._next_delay()
             if delay > 0:
-                await self._sleep(delay)
+                self._sleeping = asyncio.ensure_future(self._sleep(delay))
+                try:
+                    await self._sleeping
+                except asyncio.CancelledError:
+                    if not self._done:
+                        raise
+                finally:
+                    self._sleeping = None
+            if self._done:
+                raise StopAsyncIteration
             connection = await self._try(delay)
             if connection is None:
                 continue
+            if self._done:
+                await connection.close()
+                raise StopAsyncIteration
             if self.outbox is not None and not await self.outbox.flush(connection):
                 # It dropped while the queue was flushed: handle it like any drop.
                 await self._finish(connection)
@@ -481,8 +494,11 @@ class Reconnecting:
             return connection
 
     async def aclose(self) -> None:
-        """Stop: close the current connection (1000) and end the loop."""
+        """Stop: close the current connection (1000) and end the loop (a
+        pending wait for the next attempt ends at once)."""
         self._done = True
+        if self._sleeping is not None:
+            self._sleeping.cancel()
         connection, self.connection = self.connection, None
         if connection is not None:
             await connection.close()
@@ -500,11 +516,11 @@ class Reconnecting:
         if self._run_started is None:
             self._run_started = now
         last = self.attempts[-1] if self.attempts else None
-        delay = retry.delay(self._level, self._random())
+        spent = retry.max_attempts is not None and self._run_attempts >= retry.max_attempts
+        delay = 0.0 if spent else retry.delay(self._level, self._random())
         if self._retry_after:
             delay = max(delay, min(self._retry_after, retry.cap))
             self._retry_after = 0.0
-        spent = retry.max_attempts is not None and self._run_attempts >= retry.max_attempts
         late = retry.max_time is not None and now + delay - self._run_started > retry.max_time
         if spent or late:
             self._done = True

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 #: Subcommand modules, in the order ``tether --help`` lists them.
-COMMANDS = ["echo", "serve", "demo", "demo-client"]
+COMMANDS = ["echo", "serve", "demo", "demo-client", "connect"]
 
 
 def build_parser() -> argparse.ArgumentParser:
