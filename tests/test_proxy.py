@@ -11,6 +11,7 @@ import pathlib
 import socket
 import ssl
 import struct
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,7 +43,9 @@ class ConnectProxy:
         auth: str | None = None,
         answer: str | None = None,
         resolve: dict[str, str] | None = None,
+        ssl: ssl.SSLContext | None = None,
     ) -> None:
+        self.ssl = ssl
         self.auth = auth
         self.answer = answer
         self.resolve = resolve or {}
@@ -58,10 +61,12 @@ class ConnectProxy:
 
     def url(self, credentials: str = "") -> str:
         at = f"{credentials}@" if credentials else ""
+        if self.ssl is not None:
+            return f"https://{at}localhost:{self.port}"
         return f"http://{at}127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> ConnectProxy:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0, ssl=self.ssl)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -134,7 +139,8 @@ async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write(data)
             await writer.drain()
     finally:
-        with contextlib.suppress(OSError):
+        # (A TLS transport cannot half-close: NotImplementedError.)
+        with contextlib.suppress(OSError, NotImplementedError):
             writer.write_eof()
 
 
@@ -281,6 +287,26 @@ async def test_wss_through_an_http_proxy(tls_server: int, client_ssl: ssl.SSLCon
             assert ws.transport.get_extra_info("ssl_object") is not None
     # The proxy saw only CONNECT in clear text; TLS ran inside the tunnel
     # (the proxy resolved "localhost", the certificate is checked for it).
+    assert proxy.requests[0].startswith(f"CONNECT localhost:{tls_server} ".encode())
+
+
+async def test_wss_through_an_https_proxy_is_tls_inside_tls(
+    tls_server: int, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    async with ConnectProxy(auth="u:p", ssl=server_ssl) as proxy:
+        connecting = tether.connect(
+            f"wss://localhost:{tls_server}/",
+            proxy=proxy.url("u:p"),
+            proxy_ssl=client_ssl,
+            ssl=client_ssl,
+        )
+        if sys.version_info < (3, 11):
+            with pytest.raises(ProxyError, match=r"from Python 3\.11 on"):
+                await connecting
+            return
+        async with connecting as ws:
+            await roundtrip(ws)
+    assert proxy.tunnels == 1
     assert proxy.requests[0].startswith(f"CONNECT localhost:{tls_server} ".encode())
 
 

@@ -6,7 +6,8 @@ Two kinds of proxies are supported:
   proxy itself): tether asks for a tunnel with ``CONNECT host:port``
   (RFC 9110 section 9.3.6), with ``Proxy-Authorization: Basic`` when the
   proxy URL carries ``user:password@``. Then it runs TLS (for ``wss://``) and
-  the WebSocket handshake inside the tunnel.
+  the WebSocket handshake inside the tunnel (``wss://`` through an
+  ``https://`` proxy is TLS inside TLS: Python 3.11 or later).
 - **SOCKS proxies** (``socks5://``, ``socks5h://`` to let the proxy resolve
   the name, ``socks4://``, ``socks4a://``) through the ``python-socks``
   library: ``pip install 'tether[socks]'``.
@@ -37,6 +38,7 @@ import ipaddress
 import os
 import re
 import ssl as ssl_module
+import sys
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -327,6 +329,12 @@ async def _open_http(
                 status,
             )
         if ssl is not None:
+            if proxy_ssl is not None and sys.version_info < (3, 11):
+                raise ProxyError(
+                    f"wss:// through the https:// proxy {proxy} needs TLS inside TLS, "
+                    "which asyncio supports from Python 3.11 on",
+                    str(proxy),
+                )
             tls = await loop.start_tls(transport, tunnel, ssl, server_hostname=server_hostname)
             if tls is None:  # pragma: no cover - only when the transport is closing
                 raise ConnectionResetError(f"proxy {proxy} closed the tunnel during TLS")

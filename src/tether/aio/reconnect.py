@@ -388,8 +388,10 @@ class OutgoingQueue:
     ) -> bool:
         try:
             connection.send_nowait(message)
-        except TetherError:
-            # Nothing was written: send_nowait raises before writing.
+        except ConnectionClosed:
+            # Closing or closed: nothing was written (send_nowait raises
+            # before writing). Other errors (a fragmented message of yours
+            # in progress on this connection) are raised to the caller.
             self._detach(connection)
             return False
         if pending:
