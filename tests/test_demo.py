@@ -153,7 +153,8 @@ async def test_echo_example() -> None:
 # The demo client, in process
 
 
-async def test_demo_client_in_process(demo_server: tether.Server) -> None:
+@pytest.mark.parametrize("ending", ["end", "eof"])
+async def test_demo_client_in_process(demo_server: tether.Server, ending: str) -> None:
     read_end, write_end = os.pipe()
     stdin = open(read_end, encoding="utf-8")  # noqa: SIM115 - closed below
     out, err = io.StringIO(), io.StringIO()
@@ -170,10 +171,15 @@ async def test_demo_client_in_process(demo_server: tether.Server) -> None:
             if out.getvalue().count("hi") == 10:
                 break
             await asyncio.sleep(0.01)
-        os.write(write_end, b"end\n")
+        if ending == "end":
+            os.write(write_end, b"end\n")  # the server closes with 1000
+        else:
+            os.close(write_end)  # Ctrl-D: the client closes with 1000
+            write_end = -1
         assert await asyncio.wait_for(task, TIMEOUT) == 0
     finally:
-        os.close(write_end)
+        if write_end >= 0:
+            os.close(write_end)
         task.cancel()
     assert out.getvalue().splitlines() == ["Greetings!", "bar"] + ["hi"] * 10
     assert "closed with code 1000" in err.getvalue()

@@ -821,3 +821,74 @@ def test_app_is_a_route_target_and_its_own_response() -> None:
     assert other.handler is app.handler and other.config.max_size == 1
     assert app.config is WebSocketConfig.default
     assert "WebSocketApp" in repr(app)
+
+
+async def test_second_error_while_handling_the_first(
+    served: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    def react(channel: WebSocketChannel, event: ChannelEvent) -> None:
+        if event == Read(WebSocketFrame.text("boom")):
+            raise RuntimeError("first")
+        if isinstance(event, ChannelEvent.ExceptionCaught):
+            raise RuntimeError("second")
+
+    recorder = Recorder(react)
+    server = await served(Handler.web_socket(recorder))
+    with caplog.at_level(logging.ERROR, "tether"):
+        async with ws_connect(url(server)) as ws:
+            await ws.send("boom")
+            with pytest.raises(websockets.ConnectionClosedError):
+                await asyncio.wait_for(ws.recv(), TIMEOUT)
+            assert ws.close_code == 1011
+        records = await logged(caplog, "first")
+    assert len(records) == 1 and records[0].exc_info is not None
+    assert str(records[0].exc_info[1].__context__) == "second"
+    assert recorder.events[-1] is Unregistered
+
+
+async def test_ping_payload_in_use_and_shutdown_mid_fragment(served: Callable[..., Any]) -> None:
+    outcome: list[str] = []
+
+    async def app(channel: WebSocketChannel) -> None:
+        await channel.send(WebSocketFrame.ping(b"same"))
+        try:
+            await channel.send(WebSocketFrame.ping(b"same"))  # its pong is still awaited
+        except ValueError:
+            outcome.append("payload in use")
+        await channel.send(WebSocketFrame.text("half", is_final=False))
+        await channel.shutdown(1001, "leaving mid-message")
+        outcome.append(f"closed {channel.close_code}")
+        with pytest.raises(tether.ConnectionClosed):
+            await channel.send("after")
+
+    server = await served(Handler.web_socket(app))
+    # The peer does not answer pings (a raw socket), so the first one stays pending.
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    data = b""
+    while b"\x88" not in data.partition(b"\r\n\r\n")[2]:  # until the close frame
+        chunk = await asyncio.wait_for(reader.read(4096), TIMEOUT)
+        assert chunk
+        data += chunk
+    frames = data.partition(b"\r\n\r\n")[2]
+    assert frames.startswith(b"\x89\x04same")  # the ping
+    assert b"\x01\x04half" in frames  # the first frame of the message, not final
+    writer.write(b"\x88\x82abcd" + bytes(b ^ m for b, m in zip(b"\x03\xe9", b"ab", strict=True)))
+    await asyncio.wait_for(reader.read(), TIMEOUT)
+    writer.close()
+    for _ in range(200):
+        if len(outcome) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert outcome == ["payload in use", "closed 1001"]
+
+
+async def test_wait_before_start() -> None:
+    client = Handler.web_socket(lambda channel: None).connect("ws://127.0.0.1:1/")
+    with pytest.raises(RuntimeError):
+        await client.wait()
+    assert not client.done and "new" in repr(client)
+    await client.close()  # nothing to close
