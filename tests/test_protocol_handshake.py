@@ -509,6 +509,12 @@ def test_client_additional_headers_add_missing_ones() -> None:
     assert client.request().headers.get_all("Origin") == ["https://o"]
 
 
+def test_client_additional_headers_as_headers() -> None:
+    extra = Headers([("X-A", "1"), ("X-A", "2")])
+    client = ClientHandshake(parse_uri("ws://h/"), additional_headers=extra)
+    assert client.request().headers.get_all("X-A") == ["1", "2"]
+
+
 @pytest.mark.parametrize(
     "name", ["Upgrade", "connection", "Sec-WebSocket-Key", "Sec-WebSocket-Extensions"]
 )

@@ -21,8 +21,11 @@ Status codes a server answers with (the ``status`` of the exception):
 * 400: malformed HTTP (see :mod:`tether.protocol.http`), HTTP/1.0, a
   missing or repeated ``Host``, a missing, repeated or invalid
   ``Sec-WebSocket-Key``, a repeated ``Sec-WebSocket-Version``, a malformed
-  ``Sec-WebSocket-Protocol`` or ``Sec-WebSocket-Extensions``, a repeated
-  ``Origin``, a request-target that is not a path or an absolute URI.
+  ``Sec-WebSocket-Protocol`` (when we speak subprotocols) or
+  ``Sec-WebSocket-Extensions`` (when compression is on: RFC 6455 section
+  9.1 says to fail on malformed data; offers that are well-formed but
+  unacceptable are only declined), a repeated ``Origin``, a request-target
+  that is not a path or an absolute URI.
 * 405 (with ``Allow: GET``): a method other than GET.
 * 426 (with ``Upgrade: websocket``): no ``Upgrade: websocket`` or no
   ``Connection: upgrade``; the request is then a plain HTTP request, and
@@ -528,7 +531,7 @@ class ClientHandshake:
         *,
         subprotocols: Sequence[str] | None = None,
         compression: DeflateOptions | None = DeflateOptions(),  # noqa: B008 - frozen
-        additional_headers: Iterable[tuple[str, str]] | Mapping[str, str] | None = None,
+        additional_headers: Headers | Iterable[tuple[str, str]] | Mapping[str, str] | None = None,
         origin: str | None = None,
         user_agent: str | None = "tether/0.1",
         key: str | None = None,
@@ -561,7 +564,7 @@ class ClientHandshake:
 
     def _build_request(
         self,
-        additional_headers: Iterable[tuple[str, str]] | Mapping[str, str] | None,
+        additional_headers: Headers | Iterable[tuple[str, str]] | Mapping[str, str] | None,
         origin: str | None,
         user_agent: str | None,
     ) -> Request:
@@ -581,11 +584,12 @@ class ClientHandshake:
         # Item 9: "The request MUST include a header field with the name
         # |Sec-WebSocket-Version|. The value of this header field MUST be 13."
         add("Sec-WebSocket-Version", "13")
-        # Item 11: "Optionally, a header field with the name
-        # |Sec-WebSocket-Extensions|."
+        # Item 11: "The request MAY include a header field with the name
+        # |Sec-WebSocket-Extensions|. If present, this value indicates the
+        # protocol-level extension(s) the client wishes to speak."
         if self.compression is not None:
             add("Sec-WebSocket-Extensions", client_offer(self.compression))
-        # Item 10: "Optionally, a header field with the name
+        # Item 10: "The request MAY include a header field with the name
         # |Sec-WebSocket-Protocol|. If present, this value indicates one or
         # more comma-separated subprotocol the client wishes to speak,
         # ordered by preference."
@@ -604,7 +608,7 @@ class ClientHandshake:
         if additional_headers is not None:
             pairs = (
                 additional_headers.items()
-                if isinstance(additional_headers, Mapping)
+                if isinstance(additional_headers, (Mapping, Headers))
                 else additional_headers
             )
             replaced: set[str] = set()

@@ -518,11 +518,23 @@ def _parse_head(
     del lines[0]
     headers = Headers()
     items = headers._items
+    index: dict[str, str] = {}
+    repeated = False
     for line in lines:
         name, _, value = line.partition(":")
         # RFC 9112 section 5.1: "A field line value might be preceded and/or
         # followed by optional whitespace (OWS) ... excluded by parsers".
-        items.append((name, value.strip(" \t")))
+        value = value.strip(" \t")
+        items.append((name, value))
+        # The index is built in the same pass (a server looks headers up at
+        # once); a repeated name makes Headers build it properly instead.
+        key = name.lower()
+        if key in index:
+            repeated = True
+        else:
+            index[key] = value
+    if not repeated:
+        headers._index = index
     return start, headers
 
 
