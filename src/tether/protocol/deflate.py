@@ -628,7 +628,9 @@ class PerMessageDeflate:
                 chunk = inflater.decompress(data, limit - len(out) + 1)
             out = out + chunk if out else chunk
             if limit is not None and len(out) > limit:
-                raise PayloadTooBig(f"decompressed message over {limit} bytes")
+                raise PayloadTooBig(
+                    f"decompressed message over the size limit ({limit} more bytes allowed)"
+                )
             if not inflater.eof:
                 return out
             # RFC 7692 section 7.2.3.4: "implementors can choose to flush
