@@ -161,8 +161,7 @@ async def test_connection_failures_are_one_line_and_exit_1(
     assert status == 1
     assert err == (
         f"tether connect: cannot connect to ws://127.0.0.1:{port}/: "
-        f"cannot reach proxy http://127.0.0.1:{port}: Connect call failed "
-        f"('127.0.0.1', {port})\n"
+        f"cannot reach proxy http://127.0.0.1:{port}: Connection refused\n"
     )
 
 

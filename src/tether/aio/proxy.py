@@ -312,7 +312,8 @@ async def _open_http(
             happy_eyeballs_delay=happy_eyeballs_delay,
         )
     except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot reach proxy {proxy}: {exc.strerror or exc}") from exc
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
+        raise type(exc)(exc.errno, f"cannot reach proxy {proxy}: {reason}") from exc
     assert isinstance(transport, asyncio.Transport)
     try:
         try:

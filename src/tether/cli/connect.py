@@ -74,6 +74,7 @@ commands:
   /ping [PAYLOAD]          send a ping, show the round trip
   /close [CODE [REASON]]   close the connection (default 1000) and exit
   /binary HEX              send a binary message, given in hex
+  /base64 DATA             send a binary message, given in base64
   /quit                    close with 1000 and exit (also Ctrl-D)
   /help                    this text
   //TEXT                   send "/TEXT" (a leading / is doubled)"""
@@ -241,9 +242,9 @@ def describe_error(exc: BaseException, url: str) -> str:
     if isinstance(exc, socket.gaierror):
         return f"cannot connect to {url}: {exc.strerror}"
     if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
-        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
-        if "proxy" in str(exc):
-            reason = str(exc.args[-1])
+        reason = exc.strerror or str(exc)
+        if reason.startswith("Connect call failed") and exc.errno and exc.errno > 0:
+            reason = os.strerror(exc.errno)  # asyncio's wording hides the cause
         return f"cannot connect to {url}: {reason}"
     return f"cannot connect to {url}: {exc}"
 
