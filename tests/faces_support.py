@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -174,3 +175,26 @@ def serve_in_thread(kind: str, **options: Any) -> Iterator[str]:
         loop.call_soon_threadsafe(lambda: stop_future.done() or stop_future.set_result(None))
         thread.join(15)
         loop.close()
+
+
+def socket_threads() -> list[threading.Thread]:
+    """The threads of tether's sync faces (a LoopThread is named "tether....")."""
+    return [t for t in threading.enumerate() if t.name.startswith("tether.")]
+
+
+def settled_thread_count(timeout: float = 10) -> int:
+    """``threading.active_count()`` once the socket threads of earlier tests
+    have ended."""
+    deadline = time.monotonic() + timeout
+    while socket_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not socket_threads(), f"threads left running: {socket_threads()}"
+    return threading.active_count()
+
+
+def wait_for_thread_count(count: int, timeout: float = 10) -> int:
+    """Wait (bounded) until ``threading.active_count() == count``; return it."""
+    deadline = time.monotonic() + timeout
+    while threading.active_count() != count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return threading.active_count()

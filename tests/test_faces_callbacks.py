@@ -17,7 +17,13 @@ import pytest
 from websockets.asyncio.server import serve as ws_serve
 
 import tether
-from faces_support import KINDS, serve, serve_in_thread
+from faces_support import (
+    KINDS,
+    serve,
+    serve_in_thread,
+    settled_thread_count,
+    wait_for_thread_count,
+)
 from tether import ConnectionClosed, ConnectionClosedError, Data, InvalidState, InvalidStatus
 from tether import WebSocket as TetherWebSocket
 from tether.faces.callbacks import CloseFuture, WebSocket
@@ -115,7 +121,7 @@ def test_data_bad_input(tmp_path: pathlib.Path) -> None:
 
 async def test_seed_event_listeners(base: str) -> None:
     """The TS example: open -> send, message, error, close listeners."""
-    threads = threading.active_count()
+    before = set(threading.enumerate())
     ws = TetherWebSocket(base + "/socket")
     log = Recorder()
 
@@ -128,7 +134,7 @@ async def test_seed_event_listeners(base: str) -> None:
     ws.add_event_listener("error", log("error"))
     ws.add_event_listener("close", log("close"))
     await log.until(lambda r: "message" in r.names())
-    assert threading.active_count() == threads  # no thread from async code
+    assert set(threading.enumerate()) <= before  # no thread from async code
     # "Closing the WebSocket Connection" with a custom reason.
     future = ws.close(1000, "Closing connection after test")
     assert future is ws.on_close
@@ -582,7 +588,7 @@ async def test_close_future_cannot_be_waited_on_its_own_loop(base: str) -> None:
 
 
 async def test_no_thread_and_the_callbacks_run_on_the_loop(base: str) -> None:
-    threads = threading.active_count()
+    before = set(threading.enumerate())
     ws = await WebSocket.connect(base + "/")
     where: list[threading.Thread] = []
     ws.on_text(lambda ws, text: where.append(threading.current_thread()))
@@ -591,7 +597,7 @@ async def test_no_thread_and_the_callbacks_run_on_the_loop(base: str) -> None:
     while not where and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     assert where == [threading.current_thread()]
-    assert threading.active_count() == threads
+    assert set(threading.enumerate()) <= before
     await asyncio.wait_for(ws.close(), TIMEOUT)
 
 
@@ -618,17 +624,10 @@ async def test_a_foreign_server_close_frame_with_1003() -> None:
 # From synchronous code: a background thread that ends with the socket
 
 
-def wait_for_threads(count: int) -> int:
-    deadline = time.monotonic() + TIMEOUT
-    while threading.active_count() != count and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return threading.active_count()
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_sync_code_event_listeners_on_a_thread_that_ends(kind: str) -> None:
     with serve_in_thread(kind) as base:
-        threads = threading.active_count()
+        threads = settled_thread_count()
         ws = WebSocket(base + "/")
         log = Recorder().listen(ws)
         where: list[threading.Thread] = []
@@ -641,7 +640,7 @@ def test_sync_code_event_listeners_on_a_thread_that_ends(kind: str) -> None:
         assert log.of("message") == ["queued before open", Data(b"bin")]
         ws.close(1000, "done")
         assert ws.on_close.wait(TIMEOUT) == 1000
-        assert wait_for_threads(threads) == threads
+        assert wait_for_thread_count(threads) == threads
         assert log.names()[-1] == "close"
         with pytest.raises(ConnectionClosed):
             ws.send("after the thread ended")
@@ -651,25 +650,25 @@ def test_sync_code_event_listeners_on_a_thread_that_ends(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_sync_code_thread_ends_when_the_server_closes(kind: str) -> None:
     with serve_in_thread(kind) as base:
-        threads = threading.active_count()
+        threads = settled_thread_count()
         ws = WebSocket(base + "/")
         ws.send("cmd:close:1000:bye")
         assert ws.on_close.wait(TIMEOUT) == 1000
-        assert wait_for_threads(threads) == threads
+        assert wait_for_thread_count(threads) == threads
 
 
 def test_sync_code_refused_upgrade_and_wait_timeout() -> None:
     with serve_in_thread("tether") as base:
-        threads = threading.active_count()
+        threads = settled_thread_count()
         ws = WebSocket(base + "/deny")
         assert ws.on_close.wait(TIMEOUT) == 1006
-        assert wait_for_threads(threads) == threads
+        assert wait_for_thread_count(threads) == threads
         ok = WebSocket(base + "/")
         with pytest.raises(TimeoutError):
             ok.on_close.wait(0.05)
         ok.close()
         assert ok.on_close.wait(TIMEOUT) == 1000
-        assert wait_for_threads(threads) == threads
+        assert wait_for_thread_count(threads) == threads
 
 
 def test_sync_code_ping_interval_and_on_pong_cross_threads() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 import tether
 import tether.sync
-from faces_support import KINDS, serve_in_thread
+from faces_support import KINDS, serve_in_thread, settled_thread_count, wait_for_thread_count
 from tether import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 from tether.sync import LoopThread
 
@@ -26,15 +26,8 @@ def base(request: pytest.FixtureRequest) -> Iterator[str]:
         yield url
 
 
-def wait_for_threads(count: int) -> int:
-    deadline = time.monotonic() + TIMEOUT
-    while threading.active_count() != count and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return threading.active_count()
-
-
 def test_send_recv_close_and_one_thread_that_ends(base: str) -> None:
-    threads = threading.active_count()
+    threads = settled_thread_count()
     ws = tether.sync.connect(base + "/")
     assert threading.active_count() == threads + 1
     assert ws.thread.is_alive() and ws.thread is not threading.current_thread()
@@ -54,7 +47,7 @@ def test_send_recv_close_and_one_thread_that_ends(base: str) -> None:
 
 
 def test_context_manager_and_handshake_attributes(base: str) -> None:
-    threads = threading.active_count()
+    threads = settled_thread_count()
     with tether.sync.connect(
         base + "/path", subprotocols=["chat"], additional_headers={"X-Token": "t"}
     ) as ws:
@@ -66,7 +59,7 @@ def test_context_manager_and_handshake_attributes(base: str) -> None:
         assert seen == {"token": "t", "path": "/path", "subprotocol": "chat"}
         assert "OPEN" in repr(ws)
     assert ws.close_code == 1000 and ws.close_reason == ""
-    assert wait_for_threads(threads) == threads
+    assert wait_for_thread_count(threads) == threads
 
 
 def test_recv_timeout_keeps_the_late_message(base: str) -> None:
@@ -83,14 +76,14 @@ def test_recv_timeout_keeps_the_late_message(base: str) -> None:
 
 
 def test_iteration_ends_on_a_normal_close(base: str) -> None:
-    threads = threading.active_count()
+    threads = settled_thread_count()
     ws = tether.sync.connect(base + "/")
     ws.send("cmd:flood:3")
     ws.send("cmd:close:1000:done")
     assert list(ws) == ["m0", "m1", "m2"]
     assert ws.close_code == 1000 and ws.close_reason == "done"
     # The thread ended when the server closed the socket.
-    assert wait_for_threads(threads) == threads
+    assert wait_for_thread_count(threads) == threads
     with pytest.raises(ConnectionClosedOK):
         ws.recv()
     with pytest.raises(ConnectionClosed):
@@ -143,16 +136,16 @@ def test_broken_connection(base: str) -> None:
 
 
 def test_refused_upgrade_raises_and_leaves_no_thread(base: str) -> None:
-    threads = threading.active_count()
+    threads = settled_thread_count()
     with pytest.raises(InvalidStatus) as info:
         tether.sync.connect(base + "/deny")
     assert info.value.status == 403
     assert info.value.response.body == b"denied\n"
-    assert wait_for_threads(threads) == threads
+    assert wait_for_thread_count(threads) == threads
 
 
 def test_same_options_and_errors_as_the_async_client(base: str) -> None:
-    threads = threading.active_count()
+    threads = settled_thread_count()
     with pytest.raises(TypeError, match="unknown option"):
         tether.sync.connect(base + "/", no_such_option=1)
     with pytest.raises(tether.InvalidURI):
@@ -163,7 +156,7 @@ def test_same_options_and_errors_as_the_async_client(base: str) -> None:
         with pytest.raises(ConnectionClosedError) as info:
             ws.recv(timeout=TIMEOUT)
         assert info.value.sent is not None and info.value.sent.code == 1009  # we failed it
-    assert wait_for_threads(threads) == threads
+    assert wait_for_thread_count(threads) == threads
 
 
 def test_connection_refused_raises_oserror() -> None:
