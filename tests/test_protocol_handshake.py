@@ -136,6 +136,7 @@ def test_server_accepts_a_browser_request() -> None:
         build(start="GET http://server.example.com/chat HTTP/1.1"),
         build(start="GET wss://server.example.com HTTP/1.1"),
         build(start="GET /chat?x=1&y=2 HTTP/1.1"),
+        build(add=(("Content-Length", "0"),)),
         b"get /chat HTTP/1.1\r\nhost: h\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
         b"sec-websocket-key: " + KEY.encode() + b"\r\nsec-websocket-version: 13\r\n\r\n",
         b"GET / HTTP/1.1\r\nHOST: h\r\nUPGRADE: WEBSOCKET\r\nCONNECTION: UPGRADE\r\n"
@@ -230,6 +231,8 @@ MALFORMED: list[tuple[str, bytes, int, list[tuple[str, str]]]] = [
     ("invalid header name", build(add=(("X Bad", "a"),)), 400, []),
     ("space before colon", build(add=(("X-Bad ", "a"),)), 400, []),
     ("bare LF", build().replace(b"\r\n", b"\n"), 400, []),
+    ("a body", build(add=(("Content-Length", "5"),)), 400, []),
+    ("a chunked body", build(add=(("Transfer-Encoding", "chunked"),)), 400, []),
 ]
 
 

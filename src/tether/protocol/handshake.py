@@ -25,7 +25,8 @@ Status codes a server answers with (the ``status`` of the exception):
   ``Sec-WebSocket-Extensions`` (when compression is on: RFC 6455 section
   9.1 says to fail on malformed data; offers that are well-formed but
   unacceptable are only declined), a repeated ``Origin``, a request-target
-  that is not a path or an absolute URI.
+  that is not a path or an absolute URI, a body (``Transfer-Encoding``, or
+  a ``Content-Length`` other than 0).
 * 405 (with ``Allow: GET``): a method other than GET.
 * 426 (with ``Upgrade: websocket``): no ``Upgrade: websocket`` or no
   ``Connection: upgrade``; the request is then a plain HTTP request, and
@@ -289,6 +290,14 @@ class ServerHandshake:
             else:
                 problem = "empty Host header"
             raise InvalidRequest(problem, 400)
+        # RFC 9110 section 9.3.1: "content received in a GET request has no
+        # generally defined semantics, cannot alter the meaning or target of
+        # the request, and might lead some implementations to reject the
+        # request and close the connection because of its potential as a
+        # request smuggling attack." Here the bytes of a body would be read
+        # as WebSocket frames: refuse it.
+        if "transfer-encoding" in index or index.get("content-length", "0") != "0":
+            raise InvalidRequest("a WebSocket upgrade request must not have a body", 400)
         # 4.2.1, item 3: "An |Upgrade| header field containing the value
         # "websocket", treated as an ASCII case-insensitive value."
         upgrade = index.get("upgrade")

@@ -20,7 +20,8 @@ Rules (RFC 9112, applied strictly because a WebSocket peer has no excuse):
   no obs-fold (a line starting with SP or HTAB), no control character but
   HTAB in values (NUL, CR, DEL...): 400.
 * Limits (:mod:`tether.limits`): a request line longer than ``max_line``
-  is 414; a header line longer than ``max_line``, more than
+  is 414 (400 if its first ``max_line`` bytes hold no space: that is not a
+  request line at all); a header line longer than ``max_line``, more than
   ``max_headers`` header lines, or a head larger than ``max_request``
   bytes is 431. Each is detected as soon as the bytes that break it arrive.
 
