@@ -200,4 +200,7 @@ async def clients_on_workers(
             await client.close()
         if len(found) == workers and all(len(g) == per_worker for g in found.values()):
             return found, pids
+    for group in found.values():
+        for client in group:
+            await client.close()
     raise AssertionError(f"connections did not spread over {workers} workers: {found}")

@@ -4,6 +4,7 @@ dead workers, graceful shutdown on SIGTERM."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 
 import tether
 from hub_support import TESTS, RedisServer, Serve, clients_on_workers, redis_server
-from tether.cli.serve import load_app
+from tether.cli.serve import Supervisor, Worker, add_parser, load_app
 
 TIMEOUT = 10
 
@@ -88,20 +89,69 @@ async def test_two_workers_share_topics_through_redis(redis: RedisServer, worker
         await client.close()
 
 
-async def test_a_dead_worker_is_restarted(workers: Serve) -> None:
-    first, pids = await clients_on_workers(workers.port, per_worker=1)
-    os.kill(pids["1"], signal.SIGKILL)
-    lines = await asyncio.to_thread(workers.wait_for, "exited with code -9")
-    assert f"worker 1 (pid {pids['1']})" in lines[0]
-    await asyncio.to_thread(workers.wait_for, "listening", 3)  # the new worker 1
-    with pytest.raises(tether.ConnectionClosedError):
-        await asyncio.wait_for(first["1"][0].recv(), TIMEOUT)  # its old client: dropped
-    await first["2"][0].close()
-    # Both workers serve again; worker 1 is a new process.
-    by_worker, new_pids = await clients_on_workers(workers.port, per_worker=1)
-    assert new_pids["1"] != pids["1"] and new_pids["2"] == pids["2"]
-    for group in by_worker.values():
-        await group[0].close()
+def serve_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    return parser.parse_args(["serve", "hub_app:app", "--app-dir", str(TESTS), *argv])
+
+
+async def on_both_workers(
+    port: int, not_pid: int = 0
+) -> tuple[dict[str, list[tether.ClientConnection]], dict[str, int]]:
+    """One client on each worker, once both listen (and none has ``not_pid``)."""
+    for _ in range(100):
+        try:
+            found, pids = await clients_on_workers(port, per_worker=1)
+        except (OSError, AssertionError):
+            await asyncio.sleep(0.1)
+            continue
+        if not_pid not in pids.values():
+            return found, pids
+        for group in found.values():
+            await group[0].close()
+        await asyncio.sleep(0.1)
+    raise AssertionError("the workers did not come up")
+
+
+async def test_supervisor_restarts_a_dead_worker_and_stops_them_all() -> None:
+    """The supervisor, run in this process (its workers are processes)."""
+    supervisor = Supervisor(serve_args("--port", "0", "--workers", "2", "--ping-interval", "0"))
+    task = asyncio.ensure_future(supervisor.run(signals=False))
+    try:
+        while supervisor.port is None or len(supervisor.pids) < 2:
+            await asyncio.sleep(0.01)
+        first, pids = await on_both_workers(supervisor.port)
+        assert pids == {"1": supervisor.pids[1], "2": supervisor.pids[2]}
+        os.kill(pids["1"], signal.SIGKILL)
+        with pytest.raises(tether.ConnectionClosedError):
+            await asyncio.wait_for(first["1"][0].recv(), TIMEOUT)  # its client: dropped
+        # A new worker 1 takes its place on the same port.
+        by_worker, new_pids = await on_both_workers(supervisor.port, not_pid=pids["1"])
+        assert new_pids["1"] == supervisor.pids[1] != pids["1"]
+        assert new_pids["2"] == pids["2"]
+        clients = [first["2"][0], *(group[0] for group in by_worker.values())]
+        supervisor.stop()
+        assert await asyncio.wait_for(task, 3 * TIMEOUT) == 0
+        for client in clients:
+            await asyncio.wait_for(client.wait_closed(), TIMEOUT)
+            assert client.close_code == 1001
+    finally:
+        supervisor.stop()
+        await asyncio.wait_for(task, 3 * TIMEOUT)
+
+
+async def test_worker_in_process_stops_gracefully() -> None:
+    args = serve_args("--port", "0")
+    worker = Worker(load_app(args.app, args.app_dir), args)
+    task = asyncio.ensure_future(worker.run(signals=False))
+    while worker.port is None:
+        await asyncio.sleep(0.01)
+    client = await tether.connect(f"ws://127.0.0.1:{worker.port}/")
+    assert "hello" in json.loads(await asyncio.wait_for(client.recv(), TIMEOUT))
+    worker.stop()
+    assert await asyncio.wait_for(task, TIMEOUT) == 0
+    await asyncio.wait_for(client.wait_closed(), TIMEOUT)
+    assert client.close_code == 1001
 
 
 async def test_sigterm_closes_every_client_with_1001(workers: Serve) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 
 from tether.cli.common import add_engine_options, engine_options
 
-__all__ = ["WORKER_ID_ENV", "add_parser", "load_app", "main"]
+__all__ = ["WORKER_ID_ENV", "Supervisor", "Worker", "add_parser", "load_app", "main"]
 
 #: Set in each worker's environment: its number, from 1.
 WORKER_ID_ENV = "TETHER_WORKER_ID"
@@ -133,57 +133,79 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, ImportError) as exc:
             _say(f"tether serve: {exc}")
             return 2
-        return asyncio.run(_serve_one(app, args))
-    return asyncio.run(_supervise(args))
+        return asyncio.run(Worker(app, args).run())
+    return asyncio.run(Supervisor(args).run())
+
+
+def _on_signals(stop: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
 
 
 # ----------------------------------------------------------------------
 # One server (a worker, or the whole thing with --workers 1)
 
 
-async def _serve_one(app: Any, args: argparse.Namespace) -> int:
-    from tether.aio.server import serve
-    from tether.hub import set_default_hub
+class Worker:
+    """Serves ``app`` until :meth:`stop` (SIGINT/SIGTERM), then shuts down
+    gracefully: 1001 to every client, then the default hub is closed.
 
-    loop = asyncio.get_running_loop()
-    worker = args.worker_id
-    options = engine_options(args)
-    server = await serve(app, args.host, args.port, reuse_port=worker is not None, **options)
-    stop = loop.create_future()
+    With ``args.worker_id`` set it binds with ``SO_REUSEPORT`` (its
+    siblings share the port) and stops by itself if its supervisor dies.
+    """
 
-    def shut_down() -> None:
-        if not stop.done():
-            stop.set_result(None)
+    def __init__(self, app: Any, args: argparse.Namespace) -> None:
+        self.app = app
+        self.args = args
+        self.port: int | None = None
+        self._stop: asyncio.Future[None] | None = None
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, shut_down)
-    watcher = None
-    if worker is not None:
-        # A worker whose supervisor died (SIGKILL) would serve on forever:
-        # notice the new parent and shut down.
-        watcher = loop.create_task(_watch_parent(os.getppid(), shut_down))
-        name = f"worker {worker} (pid {os.getpid()})"
-    else:
-        name = f"pid {os.getpid()}"
-    _say(f"tether: {name} listening on ws://{args.host}:{server.port}/")
-    await stop
-    # Server.close sends 1001 (going away) to every client and waits for
-    # the closing handshakes (bounded by close_timeout).
-    server.close()
-    await server.wait_closed()
-    if watcher is not None:
-        watcher.cancel()
-    hub = set_default_hub(None)
-    if hub is not None:
-        await hub.close()
-    _say(f"tether: {name} stopped")
-    return 0
+    def stop(self) -> None:
+        """Start the graceful shutdown."""
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(None)
 
+    async def run(self, signals: bool = True) -> int:
+        from tether.aio.server import serve
+        from tether.hub import set_default_hub
 
-async def _watch_parent(parent: int, shut_down: Any) -> None:
-    while os.getppid() == parent:
-        await asyncio.sleep(1.0)
-    shut_down()
+        loop = asyncio.get_running_loop()
+        args = self.args
+        worker = args.worker_id
+        self._stop = loop.create_future()
+        server = await serve(
+            self.app, args.host, args.port, reuse_port=worker is not None, **engine_options(args)
+        )
+        self.port = server.port
+        if signals:
+            _on_signals(self.stop)
+        watcher = None
+        if worker is not None:
+            # A worker whose supervisor died (SIGKILL) would serve on
+            # forever: notice the new parent and shut down.
+            watcher = loop.create_task(self._watch_parent(os.getppid()))
+            name = f"worker {worker} (pid {os.getpid()})"
+        else:
+            name = f"pid {os.getpid()}"
+        _say(f"tether: {name} listening on ws://{args.host}:{server.port}/")
+        await self._stop
+        # Server.close sends 1001 (going away) to every client and waits for
+        # the closing handshakes (bounded by close_timeout).
+        server.close()
+        await server.wait_closed()
+        if watcher is not None:
+            watcher.cancel()
+        hub = set_default_hub(None)
+        if hub is not None:
+            await hub.close()
+        _say(f"tether: {name} stopped")
+        return 0
+
+    async def _watch_parent(self, parent: int) -> None:
+        while os.getppid() == parent:
+            await asyncio.sleep(1.0)
+        self.stop()
 
 
 # ----------------------------------------------------------------------
@@ -201,46 +223,88 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker_command(args: argparse.Namespace, port: int, worker: int) -> list[str]:
-    command = [
-        sys.executable, "-m", "tether.cli.serve", args.app,
-        "--host", args.host, "--port", str(port), "--app-dir", os.path.abspath(args.app_dir),
-        "--worker-id", str(worker),
-    ]  # fmt: skip
-    if args.max_size is not None:
-        command += ["--max-size", str(args.max_size)]
-    if args.no_compression:
-        command.append("--no-compression")
-    if args.ping_interval is not None:
-        command += ["--ping-interval", str(args.ping_interval)]
-    return command
+class Supervisor:
+    """Runs ``args.workers`` worker processes on one port; restarts a worker
+    that exits; on :meth:`stop` (SIGINT/SIGTERM) sends SIGTERM to every
+    worker, waits ``args.shutdown_timeout`` for them, then kills the rest.
 
+    ``pids`` maps each worker number (from 1) to its current process id.
+    """
 
-async def _supervise(args: argparse.Namespace) -> int:
-    if not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover - Windows
-        _say("tether serve: --workers needs SO_REUSEPORT (Linux, BSD, macOS)")
-        return 2
-    loop = asyncio.get_running_loop()
-    reserved = _reserve_port(args.host, args.port)
-    port = int(reserved.getsockname()[1])
-    stopping = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
-    procs: dict[int, asyncio.subprocess.Process] = {}
-    _say(
-        f"tether: supervisor (pid {os.getpid()}) serving {args.app} on "
-        f"ws://{args.host}:{port}/ with {args.workers} workers"
-    )
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.port: int | None = None
+        self.pids: dict[int, int] = {}
+        self._stopping: asyncio.Event | None = None
+        self._procs: dict[int, asyncio.subprocess.Process] = {}
 
-    async def keep_running(worker: int) -> None:
+    def stop(self) -> None:
+        """Start the graceful shutdown of every worker."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    def command(self, worker: int) -> list[str]:
+        """The command line of worker number ``worker``."""
+        args = self.args
+        command = [
+            sys.executable, "-m", "tether.cli.serve", args.app,
+            "--host", args.host, "--port", str(self.port),
+            "--app-dir", os.path.abspath(args.app_dir), "--worker-id", str(worker),
+        ]  # fmt: skip
+        if args.max_size is not None:
+            command += ["--max-size", str(args.max_size)]
+        if args.no_compression:
+            command.append("--no-compression")
+        if args.ping_interval is not None:
+            command += ["--ping-interval", str(args.ping_interval)]
+        return command
+
+    async def run(self, signals: bool = True) -> int:
+        if not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover - Windows
+            _say("tether serve: --workers needs SO_REUSEPORT (Linux, BSD, macOS)")
+            return 2
+        args = self.args
+        self._stopping = stopping = asyncio.Event()
+        reserved = _reserve_port(args.host, args.port)
+        self.port = int(reserved.getsockname()[1])
+        if signals:
+            _on_signals(self.stop)
+        _say(
+            f"tether: supervisor (pid {os.getpid()}) serving {args.app} on "
+            f"ws://{args.host}:{self.port}/ with {args.workers} workers"
+        )
+        slots = [asyncio.ensure_future(self._keep_running(n)) for n in range(1, args.workers + 1)]
+        try:
+            await stopping.wait()
+            _say("tether: supervisor shutting down the workers")
+            for proc in self._procs.values():
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+            await asyncio.wait(slots, timeout=args.shutdown_timeout)
+            for proc in self._procs.values():
+                if proc.returncode is None:
+                    _say(f"tether: killing worker pid {proc.pid}")
+                    proc.kill()
+        finally:
+            for slot in slots:
+                slot.cancel()
+            await asyncio.gather(*slots, return_exceptions=True)
+            await asyncio.gather(*(proc.wait() for proc in self._procs.values()))
+            reserved.close()
+        _say("tether: supervisor stopped")
+        return 0
+
+    async def _keep_running(self, worker: int) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = self._stopping
+        assert stopping is not None
         delay = _RESTART_DELAY
         env = dict(os.environ, **{WORKER_ID_ENV: str(worker)})
         while not stopping.is_set():
             started = loop.time()
-            proc = await asyncio.create_subprocess_exec(
-                *_worker_command(args, port, worker), env=env
-            )
-            procs[worker] = proc
+            proc = await asyncio.create_subprocess_exec(*self.command(worker), env=env)
+            self._procs[worker] = proc
+            self.pids[worker] = proc.pid
             if stopping.is_set():
                 proc.terminate()
             code = await proc.wait()
@@ -257,25 +321,6 @@ async def _supervise(args: argparse.Namespace) -> int:
             except asyncio.TimeoutError:
                 pass
             delay = min(delay * 2, _MAX_RESTART_DELAY)
-
-    slots = [loop.create_task(keep_running(worker)) for worker in range(1, args.workers + 1)]
-    await stopping.wait()
-    _say("tether: supervisor shutting down the workers")
-    for proc in procs.values():
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-    _, pending = await asyncio.wait(slots, timeout=args.shutdown_timeout)
-    for proc in procs.values():
-        if proc.returncode is None:
-            _say(f"tether: killing worker pid {proc.pid}")
-            proc.kill()
-    for slot in pending:
-        slot.cancel()
-    await asyncio.gather(*slots, return_exceptions=True)
-    await asyncio.gather(*(proc.wait() for proc in procs.values()))
-    reserved.close()
-    _say("tether: supervisor stopped")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
