@@ -462,6 +462,41 @@ async def test_callbacks_set_right_after_connect_see_the_first_message() -> None
         await asyncio.wait_for(ws.close(), TIMEOUT)
 
 
+async def test_a_server_that_sends_and_closes_at_once() -> None:
+    """The greeting and the close may both arrive before delivery starts:
+    the greeting is still delivered, then the close."""
+
+    async def quick(ws: tether.Connection) -> None:
+        await ws.send("bye-bye")
+
+    async with tether.serve(quick, "127.0.0.1", 0) as server:
+        for _ in range(5):
+            ws = await WebSocket.connect(f"ws://127.0.0.1:{server.port}/")
+            texts: list[str] = []
+            ws.on_text(lambda ws, text, texts=texts: texts.append(text))
+            assert await asyncio.wait_for(ws.on_close, TIMEOUT) == 1000
+            assert texts == ["bye-bye"]
+
+
+async def test_cancelling_connect_gives_up_cleanly() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(5)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        attempt = asyncio.ensure_future(WebSocket.connect(f"ws://127.0.0.1:{port}/"))
+        await asyncio.sleep(0.1)
+        attempt.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(attempt, TIMEOUT)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_connect_with_host_port_path(base: str) -> None:
     port = int(base.rsplit(":", 1)[1])
     ws = await WebSocket.connect(host="127.0.0.1", port=port, path="/where")
@@ -686,6 +721,51 @@ def test_sync_code_ping_interval_and_on_pong_cross_threads() -> None:
         assert ws.ping_interval == 5
         ws.close()
         assert ws.on_close.wait(TIMEOUT) == 1000
+
+
+def test_sync_code_late_open_listener_runs_and_messages_wait() -> None:
+    """In a script, the socket may open before the next line adds its
+    listeners: a late open listener runs at once, and messages wait for
+    the first message callback."""
+    with serve_in_thread("tether") as base:
+        ws = WebSocket(base + "/")
+        deadline = time.monotonic() + TIMEOUT
+        while ws.state is not tether.State.OPEN and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ws.send("cmd:flood:3")
+        time.sleep(0.2)  # the messages arrive while no message callback is set
+        opened = threading.Event()
+        also: list[str] = []
+        ws.onopen = opened.set
+        ws.add_event_listener("open", lambda: also.append("open"))
+        assert opened.wait(TIMEOUT) and also == ["open"]
+        log = Recorder()
+        ws.add_event_listener("message", log("message"))
+        log.wait(lambda r: len(r.of("message")) == 3)
+        assert log.of("message") == ["m0", "m1", "m2"]
+        ws.close()
+        assert ws.on_close.wait(TIMEOUT) == 1000
+        # After the close, a late open listener is not called.
+        late: list[str] = []
+        ws.add_event_listener("open", lambda: late.append("open"))
+        assert late == []
+
+
+def test_sync_code_raising_late_open_listener() -> None:
+    with serve_in_thread("tether") as base:
+        ws = WebSocket(base + "/")
+        deadline = time.monotonic() + TIMEOUT
+        while ws.state is not tether.State.OPEN and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+        def bad() -> None:
+            raise RuntimeError("late and broken")
+
+        errors: list[BaseException] = []
+        ws.onerror = errors.append
+        ws.onopen = bad
+        assert ws.on_close.wait(TIMEOUT) == 1011
+        assert [str(e) for e in errors] == ["late and broken"]
 
 
 def test_sockets_left_open_are_closed_at_exit() -> None:

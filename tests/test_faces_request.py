@@ -319,6 +319,9 @@ async def test_pong_on_ping_without_auto_pong(base: str, pong_on_ping: bool) -> 
     await ws.send_binary(b"end")
     # receive_binary() meets the ping, then skips the text answer.
     assert await asyncio.wait_for(ws.receive_binary(pong_on_ping=pong_on_ping), TIMEOUT) == b"end"
+    await ws.send_text("cmd:ping")
+    answer = await asyncio.wait_for(ws.receive_message(pong_on_ping=pong_on_ping), TIMEOUT)
+    assert answer == ("pong ok" if pong_on_ping else "no pong")
     await ws.close()
 
 
@@ -457,4 +460,6 @@ async def test_no_thread_is_started(base: str) -> None:
     await ws.send_text("x")
     assert await asyncio.wait_for(ws.receive_text(), TIMEOUT) == "x"
     assert set(threading.enumerate()) <= before
+    assert "OPEN" in repr(ws)
     await ws.close()
+    assert "CLOSED" in repr(ws)

@@ -406,6 +406,9 @@ class WebSocket:
         ws._url = url
         ws._setup()
         ws._install_when_open = False
+        # Until the caller has set its callbacks, a close waits for delivery
+        # to start, so that messages received before it are not lost.
+        ws._install_pending = True
         ws._loop = asyncio.get_running_loop()
         connector = async_connect(url, **options)
         ws._connect_task = ws._spawn(ws._open(connector))

@@ -330,11 +330,9 @@ class WebSocket:
             finally:
                 self._waiter = None
 
-    async def _receive_data(
-        self, pong_on_ping: bool, want: type[WebSocketFrame.Text] | type[WebSocketFrame.Binary]
-    ) -> list[Any]:
-        """The payloads of the next whole message of type ``want`` (messages
-        of the other type are skipped)."""
+    async def _receive_data(self, pong_on_ping: bool, want: tuple[type[Any], ...]) -> list[Any]:
+        """The payloads of the frames of the next whole message whose frame
+        type is in ``want`` (other messages and pongs are skipped)."""
         parts: list[Any] = []
         while True:
             event = await self.receive(control_frames=True)
@@ -354,28 +352,18 @@ class WebSocket:
         and pongs skipped, and pings answered when ``pong_on_ping`` (tether
         answers them already unless the request set ``auto_pong=False``).
         Raises :class:`~tether.exceptions.ConnectionClosed` once closed."""
-        return "".join(await self._receive_data(pong_on_ping, WebSocketFrame.Text))
+        return "".join(await self._receive_data(pong_on_ping, (WebSocketFrame.Text,)))
 
     async def receive_binary(self, pong_on_ping: bool = True) -> bytes:
         """The next whole binary message (text messages are skipped); like
         :meth:`receive_text`."""
-        return b"".join(await self._receive_data(pong_on_ping, WebSocketFrame.Binary))
+        return b"".join(await self._receive_data(pong_on_ping, (WebSocketFrame.Binary,)))
 
     async def receive_message(self, pong_on_ping: bool = True) -> str | bytes:
-        """The next whole message, text (``str``) or binary (``bytes``)."""
-        parts: list[Any] = []
-        while True:
-            event = await self.receive(control_frames=True)
-            if isinstance(event, WebSocketEvent.Close):
-                assert self._closed is not None
-                raise self._closed
-            if isinstance(event, WebSocketFrame.Ping):
-                if pong_on_ping and not self.connection.options.auto_pong:
-                    await self.send(WebSocketFrame.Pong(event.payload))
-            elif isinstance(event, (WebSocketFrame.Text, WebSocketFrame.Binary)):
-                parts.append(event.payload)
-                if event.is_final:
-                    return "".join(parts) if isinstance(event.payload, str) else b"".join(parts)
+        """The next whole message, text (``str``) or binary (``bytes``); like
+        :meth:`receive_text`."""
+        parts = await self._receive_data(pong_on_ping, (WebSocketFrame.Text, WebSocketFrame.Binary))
+        return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)
 
     # Sending ---------------------------------------------------------------
 
