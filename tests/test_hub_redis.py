@@ -232,3 +232,11 @@ async def test_redis_restart_under_two_workers(redis: RedisServer) -> None:
         assert sum("lost the connection to Redis" in line for line in serve.lines) == 2
     finally:
         await asyncio.to_thread(serve.close)
+
+
+def test_redis_backplane_is_imported_on_demand() -> None:
+    import tether.hub
+
+    assert tether.hub.RedisBackplane is RedisBackplane
+    with pytest.raises(AttributeError):
+        tether.hub.NoSuchThing  # noqa: B018
