@@ -120,9 +120,9 @@ class Counter(asyncio.Protocol):
             pos = end
         self.buf = buf[pos:] if pos < n else b""
         self.frames += frames
-        if self.finished is not None and self.frames >= self.expected[0]:
-            if not self.finished.done():
-                self.finished.set_result(None)
+        finished = self.finished
+        if finished is not None and self.frames >= self.expected[0] and not finished.done():
+            finished.set_result(None)
 
 
 async def client_main(port: int, n: int, deflate: bool) -> None:
