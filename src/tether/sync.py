@@ -24,6 +24,10 @@ The thread ends as soon as the socket closes, whoever closed it; messages
 that arrived before the close can still be read afterwards. Keepalive pings
 are answered by that thread even while your code is busy elsewhere.
 
+This face is for code without an event loop: called from a coroutine, it
+works but blocks that coroutine's loop while it waits; use
+:func:`tether.connect` there (no thread).
+
 What to call next: :func:`connect`, then :meth:`ClientConnection.send`,
 :meth:`~ClientConnection.recv`, :meth:`~ClientConnection.close` (or use
 ``with``).
