@@ -468,3 +468,15 @@ def test_settings_are_checked() -> None:
         Hub(max_buffer=0)
     assert issubclass(BackplaneUnavailable, Exception)
     assert "MemoryBackplane" in repr(Hub())
+
+
+async def test_client_connections_get_masked_frames(echo_server: tether.Server, hub: Hub) -> None:
+    """A hub may hold client-side connections too: each encodes (masks) its own."""
+    clients = [await tether.connect(f"ws://127.0.0.1:{echo_server.port}/") for _ in range(2)]
+    for client in clients:
+        hub.subscribe(client, "out")
+    assert await hub.publish("out", "to the servers") == 2
+    assert await hub.publish("out", b"\x01\x02") == 2
+    for client in clients:  # the echo server accepted the masked frames and echoed them
+        assert await recv_n(client, 2) == ["to the servers", b"\x01\x02"]
+        await client.close()

@@ -339,7 +339,7 @@ class Hub:
             codec = sub.codec
             if codec is _OWN:
                 # This socket's deflater carries its context from message to
-                # message: only it can compress for it (see _codec_for).
+                # message, or it masks its frames: only it can encode them.
                 if message is None:
                     message = payload.decode() if text else payload
                 try:
@@ -390,8 +390,12 @@ class Hub:
             task.add_done_callback(self._closing.discard)
 
     def _codec_for(self, connection: Connection) -> Any:
-        """How ``connection`` takes hub frames: None (no compression), a shared
-        codec, or _OWN (its own deflater)."""
+        """How ``connection`` takes hub frames: None (the plain frame), a
+        shared codec, or _OWN (its own encoder: its deflater, its masks)."""
+        if connection.is_client:
+            # Client frames are masked with a fresh key each (RFC 6455
+            # section 5.3): no two sockets share the bytes; it encodes its own.
+            return _OWN
         core = connection.core
         # The negotiated codec of the connection (the engine keeps it on its
         # state machine; permessage-deflate is fixed for the connection's life).
