@@ -672,6 +672,7 @@ def test_sync_code_event_listeners_on_a_thread_that_ends(kind: str) -> None:
         log.wait(lambda r: len(r.of("message")) == 2)
         assert threading.active_count() == threads + 1
         assert where[0] is not threading.main_thread()
+        assert ws.buffered_amount == 0  # asked on the socket's thread
         assert log.of("message") == ["queued before open", Data(b"bin")]
         ws.close(1000, "done")
         assert ws.on_close.wait(TIMEOUT) == 1000

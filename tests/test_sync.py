@@ -58,6 +58,7 @@ def test_context_manager_and_handshake_attributes(base: str) -> None:
         seen = json.loads(ws.recv(timeout=TIMEOUT))
         assert seen == {"token": "t", "path": "/path", "subprotocol": "chat"}
         assert "OPEN" in repr(ws)
+        assert ws.remote_address[0] == "127.0.0.1"
     assert ws.close_code == 1000 and ws.close_reason == ""
     assert wait_for_thread_count(threads) == threads
 

@@ -195,16 +195,19 @@ class ClientConnection:
     :func:`connect`.
 
     ``connection`` is the underlying asyncio
-    :class:`~tether.aio.client.ClientConnection` (it lives on the background
-    thread: read its attributes, but call its coroutines only through this
-    object). ``request``, ``response``, ``subprotocol``, ``state``,
-    ``close_code`` and ``close_reason`` mirror it.
+    :class:`~tether.aio.client.ClientConnection`. It lives on the background
+    thread: read its plain attributes, but call its methods only through this
+    object (its transport may refuse calls from other threads).
+    ``request``, ``response``, ``subprotocol``, ``state``, ``close_code``,
+    ``close_reason`` and ``remote_address`` mirror it.
     """
 
     def __init__(self, loop_thread: LoopThread, connection: AsyncClientConnection) -> None:
         self._thread = loop_thread
         self.connection = connection
         self._pending: asyncio.Future[Message] | None = None
+        # Read on the loop's thread: a transport may refuse calls from others.
+        self._remote_address = loop_thread.call(lambda: connection.remote_address)
 
     # Attributes of the underlying connection -------------------------------
 
@@ -237,6 +240,11 @@ class ClientConnection:
     def close_reason(self) -> str | None:
         """The close reason once closed, else ``None``."""
         return self.connection.close_reason
+
+    @property
+    def remote_address(self) -> Any:
+        """The server's address, as the socket reported it when connecting."""
+        return self._remote_address
 
     @property
     def thread(self) -> threading.Thread:
@@ -333,7 +341,7 @@ class ClientConnection:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<tether.sync.ClientConnection {self.state.name} {self.connection.remote_address}>"
+        return f"<tether.sync.ClientConnection {self.state.name} {self._remote_address}>"
 
 
 def connect(uri: str, **options: Any) -> ClientConnection:

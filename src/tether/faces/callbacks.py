@@ -493,10 +493,15 @@ class WebSocket:
     @property
     def buffered_amount(self) -> int:
         """Bytes sent but not yet handed to the network (plus queued sends)."""
+        return int(self._call(self._buffered_on_loop))
+
+    def _buffered_on_loop(self) -> int:
+        # On the loop's thread: a transport may refuse calls from others.
         queued = sum(len(m.encode() if isinstance(m, str) else m) for m in self._pending)
-        if self._connection is None:
+        conn = self._connection
+        if conn is None or conn.state is State.CLOSED:
             return queued
-        return queued + self._connection.buffered_amount
+        return queued + conn.buffered_amount
 
     @property
     def close_code(self) -> int | None:
