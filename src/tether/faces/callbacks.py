@@ -64,7 +64,8 @@ Choices made
 * Sending before the socket is open **queues** the message; queued messages
   are sent, in order, as soon as the connection opens (before the ``open``
   listeners run), and dropped if it never opens. Sending on a closing or
-  closed socket raises :class:`~tether.exceptions.ConnectionClosed`.
+  closed socket raises :class:`~tether.exceptions.ConnectionClosed`; on one
+  that never opened, :class:`~tether.exceptions.InvalidState`.
 * A listener or callback that raises: the exception goes to the ``error``
   listeners (``onerror(error)``), is logged once, and the connection is closed
   with 1011 (internal error), because the application's state is no longer
