@@ -106,7 +106,7 @@ async def serve(kind: str, **options: Any) -> AsyncIterator[str]:
 
         def refuse_tether(connection: Any, request: tether.Request) -> Any:
             if request.url_path == "/deny":
-                return tether.Response.text(403, "denied\n")
+                return tether.Response.text("denied\n", 403)
             return None
 
         async def handler_tether(ws: tether.Connection) -> None:

@@ -57,7 +57,7 @@ class Scripted:
     def __tether_dispatch__(self, connection: Any, request: Any) -> Any:
         self.requests.append(request)
         if request.url_path == "/missing":
-            return tether.Response.text(404, "no such feed\nsecond line")
+            return tether.Response.text("no such feed\nsecond line", 404)
         return Upgrade(self.handler)
 
     async def handler(self, ws: tether.Connection) -> None:

@@ -201,13 +201,13 @@ async def test_choosing_a_subprotocol_not_offered_is_a_500(
 async def test_fallback_response_or_function(kind: str) -> None:
     refuse: Callable[[Request], Any] = lambda request: None  # noqa: E731
     fixed = web_socket_upgrader(
-        refuse, lambda ws, request: None, fallback=Response.text(401, "who are you?\n")
+        refuse, lambda ws, request: None, fallback=Response.text("who are you?\n", 401)
     )
     async with running(fixed) as base:
         assert await refused_status(kind, base + "/") == (401, b"who are you?\n")
 
     async def later(request: Request) -> Response:
-        return Response.text(404, f"no {request.url_path}\n")
+        return Response.text(f"no {request.url_path}\n", 404)
 
     computed = web_socket_upgrader(refuse, lambda ws, request: None, fallback=later)
     async with running(computed) as base:

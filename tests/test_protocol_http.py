@@ -219,12 +219,12 @@ def test_response_serialize_rejects_invalid() -> None:
 
 
 def test_response_text() -> None:
-    response = Response.text(404, "not h\u00e9re\n")
+    response = Response.text("not h\u00e9re\n", 404)
     assert response.status == 404
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert response.body == "not h\u00e9re\n".encode()
     assert response.serialize().endswith(b"Content-Length: 10\r\n\r\nnot h\xc3\xa9re\n")
-    html = Response.text(200, "<p>", [("Content-Type", "text/html")])
+    html = Response.text("<p>", 200, [("Content-Type", "text/html")])
     assert html.headers.get_all("content-type") == ["text/html"]
 
 
@@ -669,3 +669,13 @@ def test_body_chunked_errors(data: bytes, message: str) -> None:
     r = reader(("Transfer-Encoding", "chunked"))
     with pytest.raises(InvalidMessage, match=message):
         r.feed(data)
+
+
+def test_response_constructors() -> None:
+    assert Response.text("hi").status == 200
+    assert Response.text("hi").headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert Response.html("<b>", 201).headers["Content-Type"] == "text/html; charset=utf-8"
+    response = Response.json({"a": [1, "é"]}, 404, [("X-A", "b")])
+    assert (response.status, response.body) == (404, '{"a":[1,"é"]}'.encode())
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["X-A"] == "b"

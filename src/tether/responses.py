@@ -18,32 +18,13 @@
 
 from __future__ import annotations
 
-import json as _json
-from typing import Any
-
-from tether.protocol.http import Headers, HeadersLike, Response
+from tether.protocol.http import Response
 
 __all__ = ["html", "json", "text"]
 
-
-def _response(status: int, body: bytes, content_type: str, headers: HeadersLike | None) -> Response:
-    out = Headers(headers)
-    if "Content-Type" not in out:
-        out["Content-Type"] = content_type
-    return Response(status, "", out, body)
-
-
-def text(body: str, status: int = 200, headers: HeadersLike | None = None) -> Response:
-    """A ``text/plain; charset=utf-8`` response."""
-    return _response(status, body.encode("utf-8"), "text/plain; charset=utf-8", headers)
-
-
-def html(body: str, status: int = 200, headers: HeadersLike | None = None) -> Response:
-    """A ``text/html; charset=utf-8`` response."""
-    return _response(status, body.encode("utf-8"), "text/html; charset=utf-8", headers)
-
-
-def json(value: Any, status: int = 200, headers: HeadersLike | None = None) -> Response:
-    """An ``application/json`` response with ``value`` serialized (UTF-8)."""
-    body = _json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return _response(status, body, "application/json", headers)
+#: ``text(body, status=200, headers=None)``: a ``text/plain; charset=utf-8`` response.
+text = Response.text
+#: ``html(body, status=200, headers=None)``: a ``text/html; charset=utf-8`` response.
+html = Response.html
+#: ``json(value, status=200, headers=None)``: an ``application/json`` response.
+json = Response.json

@@ -26,7 +26,6 @@ import asyncio
 import logging
 from importlib import resources
 
-from tether import responses
 from tether.faces.channel import (
     ChannelEvent,
     Handler,
@@ -105,11 +104,11 @@ def routes() -> Routes:
 
     @table.get("/")
     def index(request: Request) -> Response:
-        return responses.html(html, headers={"Cache-Control": "no-store"})
+        return Response.html(html, headers={"Cache-Control": "no-store"})
 
     @table.get("/greet/{name}")
     def greet(request: Request, name: str) -> Response:
-        return responses.text(f"Greetings {name}!")
+        return Response.text(f"Greetings {name}!")
 
     @table.get("/subscriptions")
     def subscribe(request: Request) -> WebSocketApp:

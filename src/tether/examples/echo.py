@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from tether import responses
 from tether.faces.channel import (
     ChannelEvent,
     Handler,
@@ -63,7 +62,7 @@ def routes() -> Routes:
     app = socket_app()
 
     def greet(request: Request, name: str) -> Response:
-        return responses.text(f"Greetings {name}!")
+        return Response.text(f"Greetings {name}!")
 
     return Routes().get("/greet/{name}", greet).get("/subscriptions", app)
 

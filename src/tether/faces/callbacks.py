@@ -1069,7 +1069,7 @@ class WebSocketUpgrader:
         fallback = self.fallback
         if fallback is None:
             return Response.text(
-                403, "Forbidden: WebSocket upgrade refused.\n", [("Connection", "close")]
+                "Forbidden: WebSocket upgrade refused.\n", 403, [("Connection", "close")]
             )
         if isinstance(fallback, Response):
             return fallback
