@@ -32,11 +32,12 @@ directly; :class:`~tether.protocol.handshake.ServerHandshake` and
 
 from __future__ import annotations
 
+import json as _json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Union
+from typing import Any, Union
 from urllib.parse import parse_qs
 
 from tether import limits
@@ -303,12 +304,29 @@ class Response:
             self.headers = Headers(self.headers)
 
     @classmethod
-    def text(cls, status: int, body_text: str, headers: HeadersLike | None = None) -> Response:
-        """A response with a UTF-8 ``text/plain`` body."""
+    def text(cls, body: str, status: int = 200, headers: HeadersLike | None = None) -> Response:
+        """A response with a UTF-8 ``text/plain`` body: ``Response.text("hi")``."""
+        return cls._typed(status, body.encode("utf-8"), "text/plain; charset=utf-8", headers)
+
+    @classmethod
+    def html(cls, body: str, status: int = 200, headers: HeadersLike | None = None) -> Response:
+        """A response with a UTF-8 ``text/html`` body."""
+        return cls._typed(status, body.encode("utf-8"), "text/html; charset=utf-8", headers)
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200, headers: HeadersLike | None = None) -> Response:
+        """An ``application/json`` response with ``value`` serialized (UTF-8)."""
+        body = _json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return cls._typed(status, body, "application/json", headers)
+
+    @classmethod
+    def _typed(
+        cls, status: int, body: bytes, content_type: str, headers: HeadersLike | None
+    ) -> Response:
         hdrs = Headers(headers)
         if "Content-Type" not in hdrs:
-            hdrs._add("Content-Type", "text/plain; charset=utf-8")
-        return cls(status, "", hdrs, body_text.encode("utf-8"))
+            hdrs._add("Content-Type", content_type)
+        return cls(status, "", hdrs, body)
 
     def serialize(self) -> bytes:
         """The response as bytes: status line, headers, blank line, body.
