@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 TESTS = Path(__file__).resolve().parent
-#: How the tests start `tether serve`.
-SERVE_MODULE = "tether.cli.serve"
+#: How the tests start `tether serve` (the workers it spawns run
+#: `python -m tether.cli.serve`).
+SERVE_COMMAND = ["-m", "tether", "serve"]
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
@@ -112,7 +113,7 @@ class Serve:
 
     def __init__(self, spec: str, *args: str, cwd: Path = TESTS, env: dict[str, str] | None = None):
         self.port = free_port()
-        command = [sys.executable, "-m", SERVE_MODULE, spec, "--port", str(self.port), *args]
+        command = [sys.executable, *SERVE_COMMAND, spec, "--port", str(self.port), *args]
         environ = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             command, cwd=cwd, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
