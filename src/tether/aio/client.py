@@ -29,6 +29,7 @@ from tether.aio.connection import Connection
 from tether.aio.options import Options, make_options
 from tether.aio.proxy import Proxy, open_via_proxy, proxy_for
 from tether.exceptions import HandshakeTimeout, InvalidHandshake, InvalidMessage, InvalidStatus
+from tether.protocol import accel
 from tether.protocol.connection import Connection as Core
 from tether.protocol.connection import Side
 from tether.protocol.deflate import PerMessageDeflate
@@ -205,6 +206,15 @@ def _redirect_args(old: WSURI, new: WSURI, args: dict[str, Any]) -> dict[str, An
     return args
 
 
+def _create_connection(loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> Any:
+    """``loop.create_connection``, through aiofastnet's compiled transports when
+    available (see :data:`tether.protocol.accel.fastnet`); TLS stays on asyncio's."""
+    fastnet = accel.fastnet
+    if fastnet is not None and kwargs.get("ssl") is None:
+        return fastnet.create_connection(loop, *args, **kwargs)
+    return loop.create_connection(*args, **kwargs)
+
+
 async def _open_once(
     wsuri: WSURI,
     options: Options,
@@ -266,8 +276,8 @@ async def _open_once(
             factory, unix, ssl=ssl_context, server_hostname=server_hostname
         )
     elif sock is not None:
-        _, protocol = await loop.create_connection(
-            factory, sock=sock, ssl=ssl_context, server_hostname=server_hostname
+        _, protocol = await _create_connection(
+            loop, factory, sock=sock, ssl=ssl_context, server_hostname=server_hostname
         )
     elif via is not None:
         _, protocol = await open_via_proxy(
@@ -284,7 +294,8 @@ async def _open_once(
         # Every address the name resolves to is tried; with a
         # happy_eyeballs_delay, in parallel, staggered by that delay
         # (RFC 8305), IPv6 and IPv4 interleaved.
-        _, protocol = await loop.create_connection(
+        _, protocol = await _create_connection(
+            loop,
             factory,
             host or wsuri.host,
             port or wsuri.port,

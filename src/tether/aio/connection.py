@@ -25,7 +25,7 @@ import asyncio
 import collections
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tether.exceptions import (
     ConcurrencyError,
@@ -75,9 +75,11 @@ class Connection(asyncio.Protocol):
         "_loop",
         "_message_handler",
         "_paused_reading",
+        "_peername",
         "_pings",
         "_queue",
         "_send_lock",
+        "_sockname",
         "_waiter",
         "_write_paused",
         "core",
@@ -96,6 +98,8 @@ class Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.core: Core | None = None
         self.transport: asyncio.Transport | None = None
+        self._peername: Any = None
+        self._sockname: Any = None
         self.request: Request | None = None
         self.response: Response | None = None
         self.subprotocol: str | None = None
@@ -130,12 +134,12 @@ class Connection(asyncio.Protocol):
     @property
     def remote_address(self) -> Any:
         """The peer's address, as the socket reports it."""
-        return self.transport.get_extra_info("peername") if self.transport else None
+        return self._peername
 
     @property
     def local_address(self) -> Any:
         """Our end's address, as the socket reports it."""
-        return self.transport.get_extra_info("sockname") if self.transport else None
+        return self._sockname
 
     @property
     def close_code(self) -> int | None:
@@ -162,10 +166,14 @@ class Connection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Any transport with asyncio.Transport's methods (uvloop's, aiofastnet's).
+        self.transport = stream = cast("asyncio.Transport", transport)
+        # Read once here: compiled transports answer only on the loop's
+        # thread, and tether.sync reads these from another one.
+        self._peername = stream.get_extra_info("peername")
+        self._sockname = stream.get_extra_info("sockname")
         limit = self.options.write_limit
-        transport.set_write_buffer_limits(high=limit, low=limit // 4)
+        stream.set_write_buffer_limits(high=limit, low=limit // 4)
 
     def data_received(self, data: bytes) -> None:
         core = self.core

@@ -33,6 +33,7 @@ from typing import Any
 from tether.aio.connection import Connection
 from tether.aio.options import Options, make_options
 from tether.exceptions import InvalidMessage, InvalidRequest
+from tether.protocol import accel
 from tether.protocol.connection import Connection as Core
 from tether.protocol.connection import Side, State
 from tether.protocol.deflate import PerMessageDeflate
@@ -79,6 +80,15 @@ def _header_items(headers: HeadersLike | None) -> list[tuple[str, str]]:
 
 Decision = Response | Upgrade
 Dispatch = Callable[[Connection, Request], Decision | Awaitable[Decision]]
+
+
+def _create_server(loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> Any:
+    """``loop.create_server``, through aiofastnet's compiled transports when
+    available (see :data:`tether.protocol.accel.fastnet`); TLS stays on asyncio's."""
+    fastnet = accel.fastnet
+    if fastnet is not None and kwargs.get("ssl") is None:
+        return fastnet.create_server(loop, *args, **kwargs)
+    return loop.create_server(*args, **kwargs)
 
 
 class ServerConnection(Connection):
@@ -368,12 +378,18 @@ class Server:
                 self._factory, unix, ssl=ssl, backlog=backlog
             )
         elif sock is not None:
-            self._server = await loop.create_server(
-                self._factory, sock=sock, ssl=ssl, backlog=backlog
+            self._server = await _create_server(
+                loop, self._factory, sock=sock, ssl=ssl, backlog=backlog
             )
         else:
-            self._server = await loop.create_server(
-                self._factory, host, port or 0, ssl=ssl, reuse_port=reuse_port, backlog=backlog
+            self._server = await _create_server(
+                loop,
+                self._factory,
+                host,
+                port or 0,
+                ssl=ssl,
+                reuse_port=reuse_port,
+                backlog=backlog,
             )
         return self
 

@@ -1,0 +1,47 @@
+"""The transport choice: aiofastnet's compiled transports with speedups on (when
+installed), asyncio's own in pure-Python mode; the same behaviour either way."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import tether
+from tether.protocol import accel
+
+
+def _expected_module() -> str:
+    if os.environ.get("TETHER_NO_SPEEDUPS") or os.environ.get("TETHER_NO_FASTNET"):
+        return "asyncio"
+    return "aiofastnet" if accel.fastnet is not None else "asyncio"
+
+
+async def test_transport_follows_the_speedups_switch() -> None:
+    seen: list[str] = []
+
+    async def handler(ws: tether.Connection) -> None:
+        seen.append(type(ws.transport).__module__.split(".")[0])
+        async for message in ws:
+            await ws.send(message)
+
+    async with tether.serve(handler, "127.0.0.1", 0, compression=None) as server:
+        uri = f"ws://127.0.0.1:{server.port}/"
+        async with tether.connect(uri, compression=None) as ws:
+            await asyncio.wait_for(ws.send("hello"), 5)
+            assert await asyncio.wait_for(ws.recv(), 5) == "hello"
+            assert type(ws.transport).__module__.split(".")[0] == _expected_module()
+            assert ws.local_address[0] == "127.0.0.1"
+            assert ws.remote_address == ("127.0.0.1", server.port)
+    assert seen == [_expected_module()]
+
+
+def test_fastnet_is_off_in_pure_mode() -> None:
+    if os.environ.get("TETHER_NO_SPEEDUPS") or os.environ.get("TETHER_NO_FASTNET"):
+        assert accel.fastnet is None
+        return
+    try:
+        import aiofastnet
+    except ImportError:
+        assert accel.fastnet is None
+    else:
+        assert accel.fastnet is aiofastnet
