@@ -377,3 +377,11 @@ async def test_message_handler_reply_after_close_is_not_an_error(
             assert await read_close(reader) == 1000
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         writer.close()
+
+
+async def test_compression_property(echo_server: tether.Server) -> None:
+    async with tether.connect(url(echo_server)) as ws:
+        params = ws.compression
+        assert params is not None and params.server_max_window_bits == 15
+    async with tether.connect(url(echo_server), compression=None) as ws:
+        assert ws.compression is None

@@ -62,6 +62,7 @@ from tether.faces.channel import (
     WebSocketFrame,
 )
 from tether.faces.request import WebSocketEvent, WebSocketResponse, basic_request
+from tether.hub import Hub
 from tether.protocol.connection import State
 from tether.protocol.deflate import DeflateOptions
 from tether.protocol.frames import Close, CloseCode, Opcode
@@ -87,6 +88,7 @@ __all__ = [
     "HandshakeTimeout",
     "Headers",
     "HttpServer",
+    "Hub",
     "InvalidHandshake",
     "InvalidMessage",
     "InvalidRequest",

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "CLOSE_TIMEOUT",
     "COMPRESSION",
+    "HUB_MAX_BUFFER",
     "MAX_BODY",
     "MAX_FRAGMENTS",
     "MAX_HEADERS",
@@ -57,6 +58,10 @@ MAX_HEADERS = 128
 
 #: Largest whole HTTP head (request line + headers), in bytes. Over it: 431.
 MAX_REQUEST = 64 * 1024
+
+#: Bytes a hub subscriber may have waiting in its write buffer before hub
+#: traffic to it counts as a slow consumer (dropped, or the socket closed).
+HUB_MAX_BUFFER = 1024 * 1024
 
 #: Largest HTTP response body a client reads on a refused upgrade, in bytes.
 MAX_BODY = 1024 * 1024

@@ -40,6 +40,7 @@ from tether.protocol.frames import Close
 
 if TYPE_CHECKING:  # pragma: no cover
     from tether.aio.options import Options
+    from tether.protocol.deflate import DeflateParams
     from tether.protocol.handshake import Request, Response
 
 __all__ = ["Connection", "State"]
@@ -155,6 +156,14 @@ class Connection(asyncio.Protocol):
     def closed_exception(self) -> ConnectionClosed | None:
         """The :class:`ConnectionClosed` that describes how it closed, once closed."""
         return self._closed_exc
+
+    @property
+    def compression(self) -> DeflateParams | None:
+        """The permessage-deflate parameters agreed in the handshake, or
+        ``None`` when the connection is not compressed."""
+        core = self.core
+        deflate = core._deflate if core is not None else None
+        return deflate.params if deflate is not None else None
 
     @property
     def buffered_amount(self) -> int:

@@ -36,8 +36,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from tether import limits
 from tether.protocol import accel
-from tether.protocol.deflate import DeflateParams, PerMessageDeflate
+from tether.protocol.deflate import DeflateOptions, DeflateParams, PerMessageDeflate
 from tether.protocol.frames import check_close_code
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,9 +57,8 @@ __all__ = [
 
 logger = logging.getLogger("tether.hub")
 
-#: Default ``max_buffer``: bytes a subscriber may have waiting in its
-#: transport's write buffer before hub traffic to it counts as overflow.
-MAX_BUFFER = 1024 * 1024
+#: Default ``max_buffer`` (see :data:`tether.limits.HUB_MAX_BUFFER`).
+MAX_BUFFER = limits.HUB_MAX_BUFFER
 
 #: The environment variable :func:`default_hub` reads: a ``redis://`` URL makes
 #: the default hub use a :class:`~tether.hub.redis.RedisBackplane`.
@@ -396,13 +396,10 @@ class Hub:
             # Client frames are masked with a fresh key each (RFC 6455
             # section 5.3): no two sockets share the bytes; it encodes its own.
             return _OWN
-        core = connection.core
-        # The negotiated codec of the connection (the engine keeps it on its
-        # state machine; permessage-deflate is fixed for the connection's life).
-        deflate: PerMessageDeflate | None = getattr(core, "_deflate", None)
-        if deflate is None:
+        # The negotiated parameters (fixed for the connection's life).
+        params = connection.compression
+        if params is None:
             return None
-        params = deflate.params
         if not params.server_no_context_takeover:
             # RFC 7692 section 7.1.1.1: without server_no_context_takeover the
             # client's inflater keeps the LZ77 window of earlier messages, and
@@ -419,7 +416,7 @@ class Hub:
         # larger than the agreed server_max_window_bits, is valid for every
         # such client, so one compression serves all sockets with the same
         # window bits and deflate settings.
-        options = deflate.options
+        options = connection.options.compression or DeflateOptions()
         key = (
             params.server_max_window_bits,
             options.compress_level,
