@@ -385,3 +385,27 @@ async def test_compression_property(echo_server: tether.Server) -> None:
         assert params is not None and params.server_max_window_bits == 15
     async with tether.connect(url(echo_server), compression=None) as ws:
         assert ws.compression is None
+
+
+async def test_frame_level_public_methods(echo_server: tether.Server) -> None:
+    async with tether.connect(url(echo_server)) as ws:
+        ws.send_fragment("ab", fin=False)
+        ws.send_fragment("cd", fin=False, continuation=True)
+        ws.send_fragment(b"ef", fin=True, continuation=True)
+        await ws.drain()
+        assert await ws.recv() == "abcdef"
+        ws.send_fragment(b"\x00", fin=True)
+        assert await ws.recv() == b"\x00"
+        ws.ping_nowait(b"hb")
+        ws.set_keepalive(0.05, 1.0)
+        await asyncio.sleep(0.2)
+        assert ws._ka_handle is not None  # keepalive runs and the peer answers
+        await ws.send("alive")
+        assert await ws.recv() == "alive"
+        ws.set_keepalive(None)
+        assert ws._ka_handle is None
+        ws.close_nowait(4000, "bye")
+        ws.close_nowait(4001)  # closing already: nothing happens
+        await asyncio.wait_for(ws.wait_closed(), 5)
+        assert ws.closed_exception is not None
+        assert ws.closed_exception.sent == tether.Close(4000, "bye")

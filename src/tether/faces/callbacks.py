@@ -629,14 +629,7 @@ class WebSocket:
         conn = self._connection
         if conn is None:
             raise InvalidState("ping_interval can be set once the socket is open")
-        conn.options = conn.options.replace(ping_interval=seconds, ping_timeout=seconds)
-        # The engine's keepalive timer reads these options; restart it.
-        if conn._ka_handle is not None:
-            conn._ka_handle.cancel()
-        conn._ka_handle = None
-        conn._ka_payload = None
-        if seconds and conn.state is State.OPEN:
-            conn._ka_handle = conn._loop.call_later(seconds, conn._keepalive)
+        conn.set_keepalive(seconds, seconds)
 
     # ------------------------------------------------------------------
     # Sending and closing
@@ -675,7 +668,7 @@ class WebSocket:
         conn = self._connection
         if conn is None:
             raise InvalidState("cannot ping: the socket is not open")
-        conn._core_send(lambda core: core.send_ping(data))
+        conn.ping_nowait(data)
 
     def close(self, code: int = 1000, reason: str | None = None) -> CloseFuture:
         """Start closing the socket and return :attr:`on_close` (await it, or
@@ -947,9 +940,7 @@ class WebSocket:
     def _start_closing(conn: Connection, code: int, reason: str) -> None:
         """Send the close frame now (so that a send() right after fails), and
         let the engine complete the closing handshake (or time it out)."""
-        core = conn.core
-        if conn.state is State.OPEN and core is not None and core.close_sent is None:
-            conn._core_send(lambda core: core.send_close(code, reason))
+        conn.close_nowait(code, reason)
 
     def _connection_closed(self, conn: Connection) -> None:
         if self._close_dispatched:

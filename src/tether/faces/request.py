@@ -380,27 +380,19 @@ class WebSocket:
         """
         connection = self.connection
         if isinstance(frame, (WebSocketFrame.Text, WebSocketFrame.Binary)):
-            text = isinstance(frame, WebSocketFrame.Text)
             payload = frame.payload
             fin = frame.is_final
             if not is_continuation and fin:
                 await connection.send(payload)  # a whole message: may be compressed
                 return
-            data = payload.encode() if isinstance(payload, str) else bytes(payload)
-            if is_continuation:
-                connection._core_send(lambda core: core.send_continuation(data, fin))
-            elif text:
-                connection._core_send(lambda core: core.send_text(data, fin))
-            else:
-                connection._core_send(lambda core: core.send_binary(data, fin))
-            if connection._write_paused:
-                await connection._drain()
+            data: str | bytes = payload if isinstance(payload, str) else bytes(payload)
+            connection.send_fragment(data, fin=fin, continuation=is_continuation)
+            await connection.drain()
             return
         if is_continuation:
             raise ValueError("only Text and Binary frames can be continuations")
         if isinstance(frame, WebSocketFrame.Ping):
-            ping = bytes(frame.payload)
-            connection._core_send(lambda core: core.send_ping(ping))
+            connection.ping_nowait(bytes(frame.payload))
         elif isinstance(frame, WebSocketFrame.Pong):
             await connection.pong(frame.payload)
         elif isinstance(frame, WebSocketFrame.Close):
