@@ -137,17 +137,21 @@ class ServerConnection(Connection):
         if request is None:
             return
         self.request = request
-        assert self.transport is not None
-        self.transport.pause_reading()
         try:
             decision = self._server._dispatch(self, request)
         except Exception as exc:
             self._dispatch_failed(exc)
             return
         if inspect.isawaitable(decision):
+            # Stop reading while the app decides (bytes that arrive anyway
+            # are kept for the WebSocket protocol, see above). A decision
+            # made at once needs no pause: nothing can arrive meanwhile, and
+            # each pause/resume costs two epoll_ctl calls per handshake.
+            assert self.transport is not None
+            self.transport.pause_reading()
             self._task = self._loop.create_task(self._await_decision(decision))
         else:
-            self._decide(decision)
+            self._decide(decision, False)
 
     async def _await_decision(self, decision: Awaitable[Decision]) -> None:
         try:
@@ -156,7 +160,7 @@ class ServerConnection(Connection):
             self._dispatch_failed(exc)
             return
         self._task = None
-        self._decide(result)
+        self._decide(result, True)
 
     def _dispatch_failed(self, exc: Exception) -> None:
         self.options.logger.error("error while handling the upgrade request", exc_info=exc)
@@ -173,7 +177,9 @@ class ServerConnection(Connection):
             self.transport.write(response.serialize())
             self.transport.close()
 
-    def _decide(self, decision: Decision) -> None:
+    def _decide(self, decision: Decision, paused: bool) -> None:
+        """Answer the upgrade request; ``paused``: reading was paused for an
+        asynchronous decision and must resume."""
         if self.transport is None or self.transport.is_closing():
             return
         if isinstance(decision, Response):
@@ -226,6 +232,7 @@ class ServerConnection(Connection):
             self._open_handle = None
         leftover = hs.leftover
         self._hs = None
+        request.headers.compact()
         transport = self.transport
         transport.write(response.serialize())
         self._open(core, leftover)
@@ -238,7 +245,8 @@ class ServerConnection(Connection):
             self._task = self._loop.create_task(self._run(result))
         if leftover:
             self.data_received(leftover)
-        transport.resume_reading()
+        if paused:
+            transport.resume_reading()
 
     async def _run(self, handler: Awaitable[Any]) -> None:
         try:

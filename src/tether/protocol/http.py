@@ -124,6 +124,14 @@ class Headers:
         self._index = index
         return index
 
+    def compact(self) -> None:
+        """Drop the lookup index to save memory; the next lookup rebuilds it.
+
+        The server calls this once the handshake is answered: the request
+        stays on the connection for its whole life, but is rarely read again.
+        """
+        self._index = None
+
     def add(self, name: str, value: str) -> None:
         """Append a header line (after checking the name and the value)."""
         if not isinstance(name, str) or not _token(name):
