@@ -50,6 +50,10 @@ Message = str | bytes
 #: messages that came before it (see Connection.data_received).
 _FAIL_GRACE = 1.0
 MessageHandler = Callable[[Message], Any]
+#: Binary messages from this size on are written as header + payload with one
+#: writelines() call (one writev() with a compiled transport), not copied
+#: into a single frame first.
+_WRITELINES_MIN = 65536
 
 
 class Connection(asyncio.Protocol):
@@ -501,7 +505,10 @@ class Connection(asyncio.Protocol):
         if core is None or core.state is not State.OPEN or core.close_sent is not None:
             raise self._send_closed_exc()
         assert self.transport is not None
-        self.transport.write(core.encode_message(message))
+        if type(message) is bytes and len(message) >= _WRITELINES_MIN:
+            self.transport.writelines(core.encode_message_parts(message))
+        else:
+            self.transport.write(core.encode_message(message))
 
     def write_frame(self, frame: bytes) -> bool:
         """Write one already serialized frame (see :mod:`tether.hub`).
@@ -585,7 +592,10 @@ class Connection(asyncio.Protocol):
                 async with self._send_lock:
                     return await self.send(message)
             assert self.transport is not None
-            self.transport.write(core.encode_message(message))
+            if type(message) is bytes and len(message) >= _WRITELINES_MIN:
+                self.transport.writelines(core.encode_message_parts(message))
+            else:
+                self.transport.write(core.encode_message(message))
             if self._write_paused:
                 await self._drain()
             return

@@ -24,6 +24,7 @@ from __future__ import annotations
 import codecs
 import enum
 import os
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,9 @@ OK_CLOSE_CODES = frozenset({1000, 1001, 1005})
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _NO_LIMIT = 1 << 62
+# Section 5.2: the 16-bit and 64-bit extended payload length headers.
+_HEADER16 = struct.Struct("!BBH")
+_HEADER64 = struct.Struct("!BBQ")
 
 
 class Connection:
@@ -420,6 +424,24 @@ class Connection:
             payload = self._deflate.compress(payload)
             first |= 0x40
         return self._frame_bytes(first, payload)
+
+    def encode_message_parts(self, message: bytes) -> list[bytes]:
+        """Like :meth:`encode_message` for a binary message, as pieces to write
+        in one ``writelines`` call: ``[header, payload]`` when the frame can
+        carry the payload as is (server side, uncompressed), which spares
+        copying a large payload behind its header; else ``[frame]``."""
+        if self._masked_out or (self._deflate is not None and len(message) >= self._compress_min):
+            return [self.encode_message(message)]
+        if self.state is not State.OPEN or self.close_sent is not None or self._send_op >= 0:
+            return [self.encode_message(message)]  # raises InvalidState
+        n = len(message)
+        if n < 126:
+            header = bytes((0x82, n))
+        elif n < 65536:
+            header = _HEADER16.pack(0x82, 126, n)
+        else:
+            header = _HEADER64.pack(0x82, 127, n)
+        return [header, message]
 
     def send_text(self, data: str | bytes, fin: bool = True) -> None:
         """Queue a text frame (the first frame of a message). ``fin=False``
