@@ -50,6 +50,9 @@ Message = str | bytes
 #: messages that came before it (see Connection.data_received).
 _FAIL_GRACE = 1.0
 MessageHandler = Callable[[Message], Any]
+# Enum members as module constants (``State.OPEN`` is slow on Python 3.11).
+_OPEN = State.OPEN
+_CLOSED = State.CLOSED
 #: Binary messages from this size on are written as header + payload with one
 #: writelines() call (one writev() with a compiled transport), not copied
 #: into a single frame first.
@@ -502,7 +505,7 @@ class Connection(asyncio.Protocol):
         :attr:`buffered_amount`, or use ``await send()`` which waits.
         """
         core = self.core
-        if core is None or core.state is not State.OPEN or core.close_sent is not None:
+        if core is None or core.state is not _OPEN or core.close_sent is not None:
             raise self._send_closed_exc()
         assert self.transport is not None
         if type(message) is bytes and len(message) >= _WRITELINES_MIN:
@@ -516,7 +519,7 @@ class Connection(asyncio.Protocol):
         Returns False, writing nothing, if the connection is not open.
         """
         core = self.core
-        if core is None or core.state is not State.OPEN or core.close_sent is not None:
+        if core is None or core.state is not _OPEN or core.close_sent is not None:
             return False
         assert self.transport is not None
         self.transport.write(frame)
@@ -553,7 +556,7 @@ class Connection(asyncio.Protocol):
         core = self.core
         if core is None:
             self.abort()
-        elif self._closed_exc is None and core.state is State.OPEN and core.close_sent is None:
+        elif self._closed_exc is None and core.state is _OPEN and core.close_sent is None:
             core.send_close(code, reason)
             self._flush()
 
@@ -586,7 +589,7 @@ class Connection(asyncio.Protocol):
             message = bytes(message)
         if isinstance(message, (str, bytes)):
             core = self.core
-            if core is None or core.state is not State.OPEN or core.close_sent is not None:
+            if core is None or core.state is not _OPEN or core.close_sent is not None:
                 raise self._send_closed_exc()
             if self._send_lock is not None and self._send_lock.locked():
                 async with self._send_lock:
@@ -648,7 +651,7 @@ class Connection(asyncio.Protocol):
 
     def _core_send(self, action: Callable[[Core], None]) -> None:
         core = self.core
-        if core is None or core.state is not State.OPEN or core.close_sent is not None:
+        if core is None or core.state is not _OPEN or core.close_sent is not None:
             raise self._send_closed_exc()
         action(core)
         self._flush()
@@ -739,7 +742,7 @@ class Connection(asyncio.Protocol):
         self._ka_handle = None
         if self._closed_exc is not None or self.core is None:
             return
-        if self.core.state is not State.OPEN or self.core.close_sent is not None:
+        if self.core.state is not _OPEN or self.core.close_sent is not None:
             return
         if self._ka_payload is None:
             self._ka_payload = os.urandom(4)
@@ -782,7 +785,7 @@ class Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
             return
-        if self._closed_exc is None and core.close_sent is None and core.state is not State.CLOSED:
+        if self._closed_exc is None and core.close_sent is None and core.state is not _CLOSED:
             core.send_close(code, reason)
             self._flush()
         await self.wait_closed()
