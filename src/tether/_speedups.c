@@ -246,8 +246,15 @@ copy_into(uint8_t *dst, const uint8_t *src, Py_ssize_t n)
  * takes a reference instead of calling PyLong_FromLong per frame.
  */
 
+#define MASK_POOL_SIZE 256 /* getentropy() returns at most 256 bytes per call */
+
 typedef struct {
     PyObject *first_bytes[256];
+    /* masking_key(): random bytes not handed out yet are
+     * mask_pool[mask_pos:]; filled in fork generation mask_generation. */
+    unsigned char mask_pool[MASK_POOL_SIZE];
+    int mask_pos;
+    unsigned long mask_generation;
 } speedups_state;
 
 static inline speedups_state *
@@ -780,6 +787,73 @@ done:
 }
 
 /* ------------------------------------------------------------------------
+ * masking_key(): the client's masking keys. RFC 6455 section 10.3: "the
+ * masking key MUST be derived from a strong source of entropy". The keys come
+ * from the operating system's generator (getentropy, the source os.urandom
+ * uses), read 256 bytes at a time: one system call per 64 frames instead of
+ * one per frame. Each key is handed out once; a forked child discards the
+ * pool it inherited (pthread_atfork), so parent and child never share keys.
+ */
+
+#if defined(__linux__) || defined(__APPLE__) || defined(__FreeBSD__) || \
+    defined(__OpenBSD__) || defined(__NetBSD__)
+#  include <errno.h>
+#  include <pthread.h>
+#  include <sys/random.h>
+#  include <unistd.h>
+#  define TETHER_MASK_POOL 1
+static volatile unsigned long fork_generation = 1;
+static int atfork_registered = 0;
+
+static void
+mask_pool_after_fork_child(void)
+{
+    fork_generation++;
+}
+#endif
+
+PyDoc_STRVAR(masking_key_doc,
+"masking_key($module, /)\n--\n\n"
+"4 random bytes for a client frame's masking key (RFC 6455 section 5.3),\n"
+"from the operating system's generator, read 256 bytes at a time.");
+
+static PyObject *
+speedups_masking_key(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+#if defined(TETHER_MASK_POOL) && !defined(Py_GIL_DISABLED)
+    speedups_state *state = get_state(module);
+    PyObject *key;
+    if (state->mask_pos + 4 > MASK_POOL_SIZE ||
+        state->mask_generation != fork_generation) {
+        if (getentropy(state->mask_pool, MASK_POOL_SIZE) != 0) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        state->mask_pos = 0;
+        state->mask_generation = fork_generation;
+    }
+    key = PyBytes_FromStringAndSize(
+        (const char *)state->mask_pool + state->mask_pos, 4);
+    if (key != NULL) {
+        /* Spent: never handed out twice, not left lying in memory. */
+        memset(state->mask_pool + state->mask_pos, 0, 4);
+        state->mask_pos += 4;
+    }
+    return key;
+#else
+    /* No pool (free-threaded build, or no getentropy): ask os.urandom. */
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *key;
+    if (os == NULL) {
+        return NULL;
+    }
+    key = PyObject_CallMethod(os, "urandom", "i", 4);
+    Py_DECREF(os);
+    (void)module;
+    return key;
+#endif
+}
+
+/* ------------------------------------------------------------------------
  * Test hooks: which masking kernel runs. Private; the test suite uses them
  * to check every kernel this build has against the pure-Python twin.
  */
@@ -834,6 +908,7 @@ static PyMethodDef speedups_methods[] = {
      METH_FASTCALL | METH_KEYWORDS, build_frame_doc},
     {"scan_frames", (PyCFunction)(void (*)(void))speedups_scan_frames,
      METH_FASTCALL | METH_KEYWORDS, scan_frames_doc},
+    {"masking_key", speedups_masking_key, METH_NOARGS, masking_key_doc},
     {"_kernels", speedups_kernels, METH_NOARGS,
      "_kernels($module, /)\n--\n\nThe masking kernels this machine runs, best last."},
     {"_use_kernel", speedups_use_kernel, METH_O,
@@ -854,6 +929,17 @@ speedups_exec(PyObject *module)
         }
     }
     current_kernel = &kernels[best_kernel_index()];
+    state->mask_pos = MASK_POOL_SIZE; /* empty: filled on first use */
+    state->mask_generation = 0;
+#ifdef TETHER_MASK_POOL
+    if (!atfork_registered) {
+        if (pthread_atfork(NULL, NULL, mask_pool_after_fork_child) != 0) {
+            PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
+            return -1;
+        }
+        atfork_registered = 1;
+    }
+#endif
     return PyModule_AddIntConstant(module, "NOGIL_THRESHOLD",
                                    (long)TETHER_NOGIL_THRESHOLD);
 }
@@ -905,7 +991,7 @@ static PyModuleDef_Slot speedups_slots[] = {
 
 PyDoc_STRVAR(speedups_doc,
 "Compiled twin of the hot path in tether.protocol.frames: masking, frame\n"
-"building and frame scanning. tether.protocol.accel picks it unless\n"
+"building and frame scanning, and the client's masking keys. tether.protocol.accel picks it unless\n"
 "TETHER_NO_SPEEDUPS is set in the environment.");
 
 static struct PyModuleDef speedups_module = {

@@ -22,10 +22,11 @@ from typing import Any
 
 from tether.protocol import frames as _pure
 
-__all__ = ["SPEEDUPS", "apply_mask", "build_frame", "fastnet", "scan_frames"]
+__all__ = ["SPEEDUPS", "apply_mask", "build_frame", "fastnet", "masking_key", "scan_frames"]
 
 apply_mask: Callable[..., bytes] = _pure.apply_mask
 build_frame: Callable[..., bytes] = _pure.build_frame
+masking_key: Callable[[], bytes] = _pure.masking_key
 scan_frames: Callable[..., Any] = _pure.scan_frames
 SPEEDUPS = False
 fastnet: Any = None
@@ -38,6 +39,7 @@ if not os.environ.get("TETHER_NO_SPEEDUPS"):
     else:
         apply_mask = _speedups.apply_mask
         build_frame = _speedups.build_frame
+        masking_key = _speedups.masking_key
         scan_frames = _speedups.scan_frames
         SPEEDUPS = True
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import codecs
 import enum
-import os
+import functools
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -97,8 +97,10 @@ class Connection:
     are always emitted whole). ``auto_pong``: answer pings automatically, as
     RFC 6455 section 5.5.2 requires ("Upon receipt of a Ping frame, an
     endpoint MUST send a Pong frame in response"); turn it off only if the
-    application answers pings itself. ``mask_source``: 4 random bytes per call,
-    for the client's masking keys (``os.urandom`` by default).
+    application answers pings itself. ``mask_source``: called with 4, returns
+    that many random bytes for a client masking key (default:
+    :func:`tether.protocol.accel.masking_key`, ``os.urandom`` bytes read 256
+    at a time).
     """
 
     __slots__ = (
@@ -107,6 +109,7 @@ class Connection:
         "_deflate",
         "_discard",
         "_frag_count",
+        "_mask_key",
         "_masked_in",
         "_masked_out",
         "_msg_compressed",
@@ -143,7 +146,7 @@ class Connection:
         max_fragments: int | None = limits.MAX_FRAGMENTS,
         fragments: bool = False,
         auto_pong: bool = True,
-        mask_source: Callable[[int], bytes] = os.urandom,
+        mask_source: Callable[[int], bytes] | None = None,
     ) -> None:
         self.side = side
         self.state = State.OPEN
@@ -152,6 +155,9 @@ class Connection:
         self.fragments = fragments
         self.auto_pong = auto_pong
         self.mask_source = mask_source
+        self._mask_key: Callable[[], bytes] = (
+            accel.masking_key if mask_source is None else functools.partial(mask_source, 4)
+        )
         self._deflate = deflate
         # RFC 7692 section 6: permessage-deflate gives RSV1 a meaning.
         self._rsv_allowed = 0x40 if deflate is not None else 0
@@ -406,7 +412,7 @@ class Connection:
 
     def _frame_bytes(self, first_byte: int, payload: bytes) -> bytes:
         if self._masked_out:
-            return accel.build_frame(first_byte, payload, self.mask_source(4))
+            return accel.build_frame(first_byte, payload, self._mask_key())
         return accel.build_frame(first_byte, payload)
 
     def _check_open(self) -> None:
@@ -429,7 +435,7 @@ class Connection:
             payload = self._deflate.compress(payload)
             first |= 0x40
         if self._masked_out:
-            return accel.build_frame(first, payload, self.mask_source(4))
+            return accel.build_frame(first, payload, self._mask_key())
         return accel.build_frame(first, payload)
 
     def encode_message_parts(self, message: bytes) -> list[bytes]:

@@ -13,6 +13,7 @@ What to call next: you rarely need this module directly; the state machine in
 from __future__ import annotations
 
 import enum
+import os
 import struct
 from dataclasses import dataclass
 from typing import Literal
@@ -187,6 +188,35 @@ def build_frame(first_byte: int, payload: bytes, mask: bytes | None = None) -> b
     if mask is None:
         return header + payload
     return header + mask + apply_mask(payload, mask)
+
+
+_MASK_POOL_SIZE = 256
+_mask_pool = bytearray()
+
+
+def _drop_mask_pool() -> None:
+    _mask_pool.clear()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    # A forked child must not hand out the keys its parent will use.
+    os.register_at_fork(after_in_child=_drop_mask_pool)
+
+
+def masking_key() -> bytes:
+    """4 random bytes for a client frame's masking key (RFC 6455 section 5.3).
+
+    Section 10.3: "the masking key MUST be derived from a strong source of
+    entropy". The bytes come from :func:`os.urandom`, read 256 at a time (one
+    system call per 64 frames); each key is handed out once, and a forked
+    child starts with an empty pool.
+    """
+    pool = _mask_pool
+    if len(pool) < 4:
+        pool[:] = os.urandom(_MASK_POOL_SIZE)
+    key = bytes(pool[-4:])
+    del pool[-4:]
+    return key
 
 
 # Error results of scan_frames: (close code, reason).
