@@ -220,8 +220,10 @@ class Connection(asyncio.Protocol):
                         # Answer pings in order with the replies to messages.
                         self._flush()
                     self._event(event)
-        if core._pending_fail is not None and queued:
-            # A peer error follows messages the application has not read yet.
+        if core._pending_fail is not None and (queued or self._queue):
+            # A peer error follows messages the application has not read yet
+            # (queued by this call or by an earlier one the app has not caught
+            # up with: e.g. a message that came before the app's first recv()).
             # Strict failure: let it read (and answer) them first; the close
             # frame goes when recv() finds no more messages, or after a grace.
             self._close_handle = self._loop.call_later(_FAIL_GRACE, self._commit_fail)
