@@ -126,12 +126,16 @@ def server_command(name: str, port: int, loop: str, tools: Path, compression: bo
 
 @contextlib.contextmanager
 def running_server(
-    name: str, loop: str, tools: Path, compression: bool = False
+    name: str,
+    loop: str,
+    tools: Path,
+    compression: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[int, int]]:
     """Start one echo server pinned to CPU 0; yields (port, pid)."""
     port = free_port()
     cmd = ["taskset", "-c", "0", *server_command(name, port, loop, tools, compression)]
-    env = dict(os.environ, PYTHONPATH=str(PEERS))
+    env = dict(os.environ, PYTHONPATH=str(PEERS), **(env or {}))
     proc = subprocess.Popen(
         cmd,
         env=env,
@@ -236,12 +240,29 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float | None]]
                 for key, value in values.items():
                     results[key].setdefault(subject, []).append(value)
                 log(f"  {w.key:5} {subject:11} " + " ".join(f"{k}={v}" for k, v in values.items()))
-    if args.compression_rss and not args.quick:
+    if args.compression_rss and not args.quick and ("e10k" in wanted):
+        # wsload never offers permessage-deflate: a small Python client does.
         results["e10k-deflate"] = {}
         for subject in ("tether", "websockets"):
-            with running_server(subject, args.loop, tools, compression=True) as (port, pid):
-                out = run_wsload(tools, port, pid, ("-i", "-c", "10000"), 0, 0)
-            results["e10k-deflate"][subject] = [out.get("rss_per_conn_kb")]
+            try:
+                with running_server(subject, args.loop, tools, compression=True) as (port, pid):
+                    cmd = [
+                        "taskset", "-c", "1", PYTHON, str(PEERS / "idle_deflate.py"),
+                        "--port", str(port), "--pid", str(pid), "-c", "10000",
+                    ]  # fmt: skip
+                    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+                    out = json.loads(done.stdout.strip().splitlines()[-1])
+                log(f"  e10k-deflate {subject}: {out}")
+                results["e10k-deflate"][subject] = [out.get("rss_per_conn_kb")]
+            except Exception as exc:  # one failure must not lose the run
+                log(f"  e10k-deflate {subject}: FAILED {exc}")
+        # tether on asyncio's own transports (no aiofastnet): the memory trade-off.
+        with running_server("tether", args.loop, tools, env={"TETHER_NO_FASTNET": "1"}) as (
+            port,
+            pid,
+        ):
+            out = run_wsload(tools, port, pid, ("-i", "-c", "10000"), 0, 0)
+        results["e10k-nofastnet"] = {"tether": [out.get("rss_per_conn_kb")]}
     return results
 
 
@@ -307,6 +328,13 @@ def table(results: dict[str, dict[str, list[float | None]]]) -> str:
         lines.append(
             "Idle RSS per connection at 10,000 with permessage-deflate negotiated: "
             + ", ".join(f"{k} {fmt(median(v))} KB" for k, v in extra.items())
+        )
+    nofastnet = results.get("e10k-nofastnet")
+    if nofastnet:
+        lines.append("")
+        lines.append(
+            "Idle RSS per connection at 10,000, tether with TETHER_NO_FASTNET=1 (asyncio's "
+            f"transports): {fmt(median(nofastnet['tether']))} KB"
         )
     return "\n".join(lines)
 
