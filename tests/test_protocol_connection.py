@@ -423,3 +423,19 @@ def test_replies_to_messages_before_an_error_go_first() -> None:
     assert reply == b"\x81\x05first"
     with pytest.raises(InvalidState):
         conn.encode_message("late")
+
+
+def test_reply_to_a_message_before_the_peers_close_goes_first() -> None:
+    """RFC 6455 5.5.1: the close reply may wait until the current message is sent."""
+    conn = server()
+    conn.receive_data(client_frame(0x82, b"big") + client_frame(0x88, close_payload(1000)))
+    assert conn.events_received() == [b"big", Close(1000, "")]
+    assert conn.state is State.OPEN and conn.close_expected()
+    reply = conn.encode_message(b"big")  # the echo is still allowed
+    assert reply == b"\x82\x03big"
+    out = conn.data_to_send()
+    assert out[-1] == b""  # then the close reply, and the server closes TCP
+    assert scan_frames(out[0], 0, False, 200, 0)[0] == [(0x88, close_payload(1000))]
+    assert conn.state is State.CLOSING
+    with pytest.raises(InvalidState):
+        conn.encode_message("late")

@@ -46,9 +46,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Connection", "State"]
 
 Message = str | bytes
-#: Seconds a deferred peer error waits for the application to read the
+#: Seconds a deferred close frame (a peer error, or the reply to the peer's
+#: close) waits for the application to read the
 #: messages that came before it (see Connection.data_received).
-_FAIL_GRACE = 1.0
+_CLOSE_GRACE = 1.0
 MessageHandler = Callable[[Message], Any]
 # Enum members as module constants (``State.OPEN`` is slow on Python 3.11).
 _OPEN = State.OPEN
@@ -220,14 +221,15 @@ class Connection(asyncio.Protocol):
                         # Answer pings in order with the replies to messages.
                         self._flush()
                     self._event(event)
-        if core._pending_fail is not None and (queued or self._queue):
-            # A peer error follows messages the application has not read yet
+        if core._pending_close is not None and (queued or self._queue):
+            # A peer error (or the peer's close) follows messages the
+            # application has not read yet
             # (queued by this call or by an earlier one the app has not caught
             # up with: e.g. a message that came before the app's first recv()).
             # Strict failure: let it read (and answer) them first; the close
             # frame goes when recv() finds no more messages, or after a grace.
-            self._close_handle = self._loop.call_later(_FAIL_GRACE, self._commit_fail)
-        elif core._out or core._pending_fail is not None:
+            self._close_handle = self._loop.call_later(_CLOSE_GRACE, self._commit_close)
+        elif core._out or core._pending_close is not None:
             self._flush()
 
     def eof_received(self) -> bool | None:
@@ -326,8 +328,9 @@ class Connection(asyncio.Protocol):
     # ------------------------------------------------------------------
     # Incoming events
 
-    def _commit_fail(self) -> None:
-        """Send the close frame of a deferred peer error (see data_received)."""
+    def _commit_close(self) -> None:
+        """Send the deferred close frame: of a peer error, or the reply to the
+        peer's close (see data_received)."""
         if self._close_handle is not None:
             self._close_handle.cancel()
             self._close_handle = None
@@ -453,8 +456,8 @@ class Connection(asyncio.Protocol):
         if self._closed_exc is not None:
             raise self._closed_exc
         core = self.core
-        if core is not None and core._pending_fail is not None:
-            self._commit_fail()
+        if core is not None and core._pending_close is not None:
+            self._commit_close()
         if self._waiter is not None:
             raise ConcurrencyError("another coroutine is already waiting for the next message")
         if self._message_handler is not None:

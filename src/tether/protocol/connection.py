@@ -119,7 +119,7 @@ class Connection:
         "_msg_size",
         "_out",
         "_peek",
-        "_pending_fail",
+        "_pending_close",
         "_rsv_allowed",
         "_send_op",
         "auto_pong",
@@ -168,7 +168,7 @@ class Connection:
         self._buf: bytearray | None = None
         self._discard = False
         self._peek: Any = None
-        self._pending_fail: tuple[int, str] | None = None
+        self._pending_close: Close | None = None
         # The incoming message being assembled.
         self._msg_op = -1
         self._msg_parts: list[bytes] = []
@@ -333,17 +333,23 @@ class Connection:
                 return
             self.close_rcvd = close
             self.events.append(close)
+            # Section 1.4: after the closing handshake, nothing more is read.
+            self._discard = True
             if self.close_sent is None:
                 # Section 5.5.1: "If an endpoint receives a Close frame and
                 # did not previously send a Close frame, the endpoint MUST
                 # send a Close frame in response. ... the endpoint typically
-                # echos the status code it received."
+                # echos the status code it received." and "It MAY delay
+                # sending a Close frame until its current message is sent":
+                # the reply is queued at the next data_to_send(), after what
+                # the application sends in answer to the messages that
+                # arrived before the close.
                 self.close_rcvd_then_sent = True
-                self._send_close_frame(Close(close.code, ""))
-            # Section 1.4: after the closing handshake, nothing more is read.
-            self._discard = True
-            self.state = State.CLOSING
-            self._close_tcp_if_server()
+                if self._pending_close is None:
+                    self._pending_close = Close(close.code, "")
+            else:
+                self.state = State.CLOSING
+                self._close_tcp_if_server()
 
     def _validate_partial_text(self) -> None:
         """Validate the UTF-8 of a text frame whose payload is still arriving.
@@ -390,16 +396,21 @@ class Connection:
         """Bytes to write to the network, oldest first. An empty ``bytes``
         means "close the TCP connection after writing what came before".
 
-        A peer error found by :meth:`receive_data` is answered here (its close
-        frame is queued now, not when the error was found), so that whatever
-        the application sent in reply to the messages received before the
-        error goes out first: a strict endpoint answers every valid message
-        and fails exactly at the offending frame.
+        A peer error, or the peer's close frame, found by :meth:`receive_data`
+        is answered here (the close frame is queued now, not when it was
+        found), so that whatever the application sent in reply to the
+        messages received before it goes out first: a strict endpoint answers
+        every valid message, then fails exactly at the offending frame or
+        completes the closing handshake.
         """
-        if self._pending_fail is not None:
-            code, reason = self._pending_fail
-            self._pending_fail = None
-            self._fail(code, reason)
+        if self._pending_close is not None:
+            close = self._pending_close
+            self._pending_close = None
+            if self.close_sent is None and self.state is not State.CLOSED:
+                if self.close_rcvd is None:
+                    self.close_rcvd_then_sent = False
+                self._send_close_frame(close)
+            self._close_tcp_if_server()
         out = self._out
         if out:
             self._out = []
@@ -408,7 +419,7 @@ class Connection:
     def close_expected(self) -> bool:
         """Whether the core expects the TCP connection to close soon: the I/O
         layer should then arm its close timeout (section 7.1.1)."""
-        return self.close_sent is not None or self._discard or self._pending_fail is not None
+        return self.close_sent is not None or self._discard or self._pending_close is not None
 
     def _frame_bytes(self, first_byte: int, payload: bytes) -> bytes:
         if self._masked_out:
@@ -552,8 +563,8 @@ class Connection:
         self._discard = True
         self._buf = None
         self._msg_parts = []
-        if self._pending_fail is None:
-            self._pending_fail = (exc.code, exc.reason)
+        if self._pending_close is None:
+            self._pending_close = Close(exc.code, exc.reason[:123])
 
     def fail(self, code: int, reason: str = "") -> None:
         """Fail the connection (section 7.1.7) with ``code``: queue a close
