@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
+
 import tether
 from tether.protocol import accel
 
@@ -45,3 +47,22 @@ def test_fastnet_is_off_in_pure_mode() -> None:
         assert accel.fastnet is None
     else:
         assert accel.fastnet is aiofastnet
+
+
+def test_uvloop_keeps_its_own_transports() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> str:
+        async def handler(ws: tether.Connection) -> None:
+            async for message in ws:
+                await ws.send(message)
+
+        async with tether.serve(handler, "127.0.0.1", 0, compression=None) as server:
+            uri = f"ws://127.0.0.1:{server.port}/"
+            async with tether.connect(uri, compression=None) as ws:
+                await asyncio.wait_for(ws.send(b"x"), 5)
+                assert await asyncio.wait_for(ws.recv(), 5) == b"x"
+                return type(ws.transport).__module__.split(".")[0]
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(main()) == "uvloop"
