@@ -192,7 +192,14 @@ async def clients_on_workers(
     pids: dict[str, int] = {}
     for _ in range(40 * per_worker * workers):
         client = await tether.connect(f"ws://127.0.0.1:{port}/")
-        hello = json.loads(await asyncio.wait_for(client.recv(), 10))
+        try:
+            hello = json.loads(await asyncio.wait_for(client.recv(), 10))
+        except BaseException:
+            client.abort()
+            for group in found.values():
+                for other in group:
+                    other.abort()
+            raise
         pids[hello["hello"]] = hello["pid"]
         group = found.setdefault(hello["hello"], [])
         if len(group) < per_worker:

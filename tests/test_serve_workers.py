@@ -102,7 +102,15 @@ async def on_both_workers(
     for _ in range(100):
         try:
             found, pids = await clients_on_workers(port, per_worker=1)
-        except (OSError, AssertionError):
+        except (
+            OSError,
+            AssertionError,
+            asyncio.TimeoutError,
+            # A connection the kernel queued for a worker that was just killed
+            # is reset during or right after its handshake: try again.
+            tether.InvalidHandshake,
+            tether.ConnectionClosed,
+        ):
             await asyncio.sleep(0.1)
             continue
         if not_pid not in pids.values():
