@@ -9,13 +9,13 @@ import os
 import pytest
 
 import tether
-from tether.protocol import accel
+from tether.aio import transports
 
 
 def _expected_module() -> str:
     if os.environ.get("TETHER_NO_SPEEDUPS") or os.environ.get("TETHER_NO_FASTNET"):
         return "asyncio"
-    return "aiofastnet" if accel.fastnet is not None else "asyncio"
+    return "aiofastnet" if transports.fastnet is not None else "asyncio"
 
 
 async def test_transport_follows_the_speedups_switch() -> None:
@@ -39,14 +39,14 @@ async def test_transport_follows_the_speedups_switch() -> None:
 
 def test_fastnet_is_off_in_pure_mode() -> None:
     if os.environ.get("TETHER_NO_SPEEDUPS") or os.environ.get("TETHER_NO_FASTNET"):
-        assert accel.fastnet is None
+        assert transports.fastnet is None
         return
     try:
         import aiofastnet
     except ImportError:
-        assert accel.fastnet is None
+        assert transports.fastnet is None
     else:
-        assert accel.fastnet is aiofastnet
+        assert transports.fastnet is aiofastnet
 
 
 def test_uvloop_keeps_its_own_transports() -> None:

@@ -9,7 +9,7 @@ import pathlib
 import tether
 
 SRC = pathlib.Path(tether.__file__).parent
-FORBIDDEN_IN_CORE = {"asyncio", "socket", "ssl", "time", "threading", "selectors"}
+FORBIDDEN_IN_CORE = {"asyncio", "socket", "ssl", "time", "threading", "selectors", "aiofastnet"}
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:

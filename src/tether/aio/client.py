@@ -25,11 +25,11 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
+from tether.aio import transports
 from tether.aio.connection import Connection
 from tether.aio.options import Options, make_options
 from tether.aio.proxy import Proxy, open_via_proxy, proxy_for
 from tether.exceptions import HandshakeTimeout, InvalidHandshake, InvalidMessage, InvalidStatus
-from tether.protocol import accel
 from tether.protocol.connection import Connection as Core
 from tether.protocol.connection import Side
 from tether.protocol.deflate import PerMessageDeflate
@@ -206,26 +206,6 @@ def _redirect_args(old: WSURI, new: WSURI, args: dict[str, Any]) -> dict[str, An
     return args
 
 
-def _create_connection(loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> Any:
-    """``loop.create_connection``, through aiofastnet's compiled transports when
-    available (see :data:`tether.protocol.accel.fastnet`) on asyncio's selector
-    loop; TLS and other loops use the loop's own transports."""
-    fastnet = accel.fastnet
-    # Only on asyncio's own selector loop: uvloop's transports are compiled
-    # already (aiofastnet on uvloop measured 3x slower than uvloop alone).
-    if (
-        fastnet is not None
-        and kwargs.get("ssl") is None
-        and isinstance(loop, asyncio.SelectorEventLoop)
-    ):
-        return fastnet.create_connection(loop, *args, **kwargs)
-    if not isinstance(loop, asyncio.BaseEventLoop):
-        # uvloop's create_connection has no happy_eyeballs_delay: it tries
-        # the addresses one after the other.
-        kwargs.pop("happy_eyeballs_delay", None)
-    return loop.create_connection(*args, **kwargs)
-
-
 async def _open_once(
     wsuri: WSURI,
     options: Options,
@@ -287,7 +267,7 @@ async def _open_once(
             factory, unix, ssl=ssl_context, server_hostname=server_hostname
         )
     elif sock is not None:
-        _, protocol = await _create_connection(
+        _, protocol = await transports.create_connection(
             loop, factory, sock=sock, ssl=ssl_context, server_hostname=server_hostname
         )
     elif via is not None:
@@ -305,7 +285,7 @@ async def _open_once(
         # Every address the name resolves to is tried; with a
         # happy_eyeballs_delay, in parallel, staggered by that delay
         # (RFC 8305), IPv6 and IPv4 interleaved.
-        _, protocol = await _create_connection(
+        _, protocol = await transports.create_connection(
             loop,
             factory,
             host or wsuri.host,

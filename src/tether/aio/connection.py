@@ -447,12 +447,8 @@ class Connection(asyncio.Protocol):
         With ``fragments=True`` or ``control_frames=True`` it may also return
         :class:`~tether.protocol.events.Fragment`, ``Ping`` or ``Pong`` events.
         """
-        queue = self._queue
-        if queue:
-            item = queue.popleft()
-            if self._paused_reading and len(queue) <= (self.options.max_queue or 0) // 4:
-                self._resume_reading()
-            return item  # type: ignore[no-any-return]
+        if self._queue:
+            return self._pop()  # type: ignore[no-any-return]
         if self._closed_exc is not None:
             raise self._closed_exc
         core = self.core
@@ -471,15 +467,21 @@ class Connection(asyncio.Protocol):
 
     def recv_nowait(self) -> Message | None:
         """The next queued message, or ``None`` if none is queued yet."""
-        queue = self._queue
-        if queue:
-            item = queue.popleft()
-            if self._paused_reading and len(queue) <= (self.options.max_queue or 0) // 4:
-                self._resume_reading()
-            return item  # type: ignore[no-any-return]
+        if self._queue:
+            return self._pop()  # type: ignore[no-any-return]
         if self._closed_exc is not None:
             raise self._closed_exc
         return None
+
+    def _pop(self) -> Any:
+        """The oldest queued item; reading resumes once the queue is down to
+        a quarter of ``max_queue``."""
+        queue = self._queue
+        assert queue is not None
+        item = queue.popleft()
+        if self._paused_reading and len(queue) <= (self.options.max_queue or 0) // 4:
+            self._resume_reading()
+        return item
 
     def _resume_reading(self) -> None:
         if self._paused_reading:

@@ -30,10 +30,10 @@ import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any
 
+from tether.aio import transports
 from tether.aio.connection import Connection
 from tether.aio.options import Options, make_options
 from tether.exceptions import InvalidMessage, InvalidRequest
-from tether.protocol import accel
 from tether.protocol.connection import Connection as Core
 from tether.protocol.connection import Side, State
 from tether.protocol.deflate import PerMessageDeflate
@@ -80,22 +80,6 @@ def _header_items(headers: HeadersLike | None) -> list[tuple[str, str]]:
 
 Decision = Response | Upgrade
 Dispatch = Callable[[Connection, Request], Decision | Awaitable[Decision]]
-
-
-def _create_server(loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> Any:
-    """``loop.create_server``, through aiofastnet's compiled transports when
-    available (see :data:`tether.protocol.accel.fastnet`) on asyncio's selector
-    loop; TLS and other loops use the loop's own transports."""
-    fastnet = accel.fastnet
-    # Only on asyncio's own selector loop: uvloop's transports are compiled
-    # already (aiofastnet on uvloop measured 3x slower than uvloop alone).
-    if (
-        fastnet is not None
-        and kwargs.get("ssl") is None
-        and isinstance(loop, asyncio.SelectorEventLoop)
-    ):
-        return fastnet.create_server(loop, *args, **kwargs)
-    return loop.create_server(*args, **kwargs)
 
 
 class ServerConnection(Connection):
@@ -393,11 +377,11 @@ class Server:
                 self._factory, unix, ssl=ssl, backlog=backlog
             )
         elif sock is not None:
-            self._server = await _create_server(
+            self._server = await transports.create_server(
                 loop, self._factory, sock=sock, ssl=ssl, backlog=backlog
             )
         else:
-            self._server = await _create_server(
+            self._server = await transports.create_server(
                 loop,
                 self._factory,
                 host,

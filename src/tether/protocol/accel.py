@@ -3,15 +3,6 @@
 Set ``TETHER_NO_SPEEDUPS=1`` in the environment to force the pure-Python
 twins in :mod:`tether.protocol.frames`; the test suite runs both ways and the
 results must be identical. ``SPEEDUPS`` tells which one is in use.
-
-``fastnet``: the ``aiofastnet`` module (compiled asyncio transports, the
-``tether[fast]`` extra) when it is installed and speedups are on, else
-``None``. With it, the asyncio layer opens TCP connections through
-``aiofastnet.create_server``/``create_connection`` on the default asyncio loop
-(on other loops aiofastnet hands back to the loop's own methods). Most of a
-small message's cost is the transport, not the WebSocket code: this is what
-makes the per-message path compiled end to end. ``TETHER_NO_FASTNET=1``
-turns it off alone.
 """
 
 from __future__ import annotations
@@ -22,14 +13,13 @@ from typing import Any
 
 from tether.protocol import frames as _pure
 
-__all__ = ["SPEEDUPS", "apply_mask", "build_frame", "fastnet", "masking_key", "scan_frames"]
+__all__ = ["SPEEDUPS", "apply_mask", "build_frame", "masking_key", "scan_frames"]
 
 apply_mask: Callable[..., bytes] = _pure.apply_mask
 build_frame: Callable[..., bytes] = _pure.build_frame
 masking_key: Callable[[], bytes] = _pure.masking_key
 scan_frames: Callable[..., Any] = _pure.scan_frames
 SPEEDUPS = False
-fastnet: Any = None
 
 if not os.environ.get("TETHER_NO_SPEEDUPS"):
     try:
@@ -42,9 +32,3 @@ if not os.environ.get("TETHER_NO_SPEEDUPS"):
         masking_key = _speedups.masking_key
         scan_frames = _speedups.scan_frames
         SPEEDUPS = True
-
-    if not os.environ.get("TETHER_NO_FASTNET"):
-        try:
-            import aiofastnet as fastnet
-        except ImportError:  # the optional extra is not installed
-            fastnet = None
