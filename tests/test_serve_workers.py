@@ -67,12 +67,20 @@ async def test_two_workers_share_topics_through_redis(redis: RedisServer, worker
     await asyncio.gather(*(publish_all(worker) for worker in publishers))
 
     async def collect(client: tether.Connection) -> list[str]:
+        # Every hub message, and (for a publisher) the reply to each of its
+        # n "pub" commands, so that no reply is left to be read later.
+        acks_due = n if client in publishers.values() else 0
         got: list[str] = []
-        while len(got) < 2 * n:
+        acks = 0
+        while len(got) < 2 * n or acks < acks_due:
             message = await client.recv()
             assert isinstance(message, str)
-            if not message.startswith("{"):
+            if message.startswith("{"):
+                assert json.loads(message) == {"reply": "pub"}
+                acks += 1
+            else:
                 got.append(message)
+        assert acks == acks_due
         return got
 
     results = await asyncio.wait_for(asyncio.gather(*(collect(c) for c in clients)), TIMEOUT)
