@@ -37,6 +37,35 @@ async def test_transport_follows_the_speedups_switch() -> None:
     assert seen == [_expected_module()]
 
 
+@pytest.mark.parametrize("compression", ["deflate", None])
+def test_engine_on_uvloop(compression: str | None) -> None:
+    import uvloop
+
+    async def main() -> tuple[int | None, float]:
+        async def handler(ws: tether.Connection) -> None:
+            async for message in ws:
+                if message == "bye":
+                    await ws.close(4000, "done")
+                else:
+                    await ws.send(message)
+
+        async with tether.serve(handler, "127.0.0.1", 0, compression=compression) as server:
+            uri = f"ws://127.0.0.1:{server.port}/"
+            async with tether.connect(uri, compression=compression) as ws:
+                for message in ["text " * 100, bytes(200_000), ""]:
+                    await ws.send(message)
+                    assert await asyncio.wait_for(ws.recv(), 5) == message
+                latency = await asyncio.wait_for(ws.ping(), 5)
+                await ws.send("bye")
+                with pytest.raises(tether.ConnectionClosedError):
+                    await asyncio.wait_for(ws.recv(), 5)
+                return ws.close_code, latency
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        code, latency = runner.run(main())
+    assert code == 4000 and latency >= 0
+
+
 def test_fastnet_is_off_in_pure_mode() -> None:
     if os.environ.get("TETHER_NO_SPEEDUPS") or os.environ.get("TETHER_NO_FASTNET"):
         assert transports.fastnet is None
@@ -50,7 +79,7 @@ def test_fastnet_is_off_in_pure_mode() -> None:
 
 
 def test_uvloop_keeps_its_own_transports() -> None:
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop  # in the [test] extra: tether must work on uvloop
 
     async def main() -> str:
         async def handler(ws: tether.Connection) -> None:
