@@ -153,6 +153,42 @@ def _check_subprotocols(subprotocols: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(subprotocols)
 
 
+class _HeadBuffer:
+    """The bytes of an HTTP head that may arrive in pieces.
+
+    The usual case, a whole head in one piece, is scanned where it lies,
+    without a copy; only a head cut across reads is gathered in a buffer,
+    which the scanner resumes where it stopped.
+    """
+
+    __slots__ = ("_buf", "_scanner")
+
+    def __init__(self, scanner: _HeadScanner) -> None:
+        self._scanner = scanner
+        self._buf = bytearray()
+
+    def feed(self, data: bytes | bytearray) -> tuple[bytes | bytearray, int] | None:
+        """Add ``data``; once the head is complete, return ``(bytes, end)``:
+        the head is ``bytes[:end]`` and what follows it is ``bytes[end:]``.
+        Raises :class:`~tether.exceptions.InvalidMessage` like the scanner."""
+        buf = self._buf
+        if buf:
+            old = len(buf)
+            buf += data
+            src: bytes | bytearray = buf
+        else:
+            old = 0
+            src = data
+        end = self._scanner.scan(src, old)
+        if end is None:
+            if not buf:
+                self._buf = bytearray(data)
+            return None
+        if buf:
+            self._buf = bytearray()
+        return src, end
+
+
 class ServerHandshake:
     """The server side of the opening handshake.
 
@@ -175,9 +211,8 @@ class ServerHandshake:
     """
 
     __slots__ = (
-        "_buf",
+        "_head",
         "_request",
-        "_scanner",
         "_subprotocol_set",
         "compression",
         "leftover",
@@ -210,9 +245,8 @@ class ServerHandshake:
         self.max_request = max_request
         #: The bytes received after the request head.
         self.leftover = b""
-        self._buf = bytearray()
         self._request: Request | None = None
-        self._scanner = _HeadScanner(True, max_line, max_headers, max_request)
+        self._head = _HeadBuffer(_HeadScanner(True, max_line, max_headers, max_request))
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> Request | None:
         """Feed bytes from the client; return the :class:`Request` once its
@@ -228,25 +262,13 @@ class ServerHandshake:
             return None
         if not isinstance(data, (bytes, bytearray)):
             data = bytes(data)
-        buf = self._buf
-        if buf:
-            old = len(buf)
-            buf += data
-            src: bytes | bytearray = buf
-        else:
-            # The usual case: the whole head in one piece; no copy.
-            old = 0
-            src = data
-        end = self._scanner.scan(src, old)
-        if end is None:
-            if not buf:
-                self._buf = bytearray(data)
+        head = self._head.feed(data)
+        if head is None:
             return None
+        src, end = head
         request = _request_from_head(src, end, self.max_line, self.max_headers)
         if end < len(src):
             self.leftover = bytes(src[end:])
-        if buf:
-            self._buf = bytearray()
         self._request = request
         return request
 
@@ -518,11 +540,10 @@ class ClientHandshake:
 
     __slots__ = (
         "_body",
-        "_buf",
         "_done",
+        "_head",
         "_request",
         "_response",
-        "_scanner",
         "compression",
         "key",
         "leftover",
@@ -564,8 +585,7 @@ class ClientHandshake:
         self.max_body = max_body
         #: The bytes received after the response (the first frames after a 101).
         self.leftover = b""
-        self._buf = bytearray()
-        self._scanner = _HeadScanner(False, max_line, max_headers, max_request)
+        self._head = _HeadBuffer(_HeadScanner(False, max_line, max_headers, max_request))
         self._response: Response | None = None
         self._body: _BodyReader | None = None
         self._done = False
@@ -652,22 +672,12 @@ class ClientHandshake:
         if not isinstance(data, (bytes, bytearray)):
             data = bytes(data)
         if self._body is None:
-            buf = self._buf
-            if buf:
-                old = len(buf)
-                buf += data
-                src: bytes | bytearray = buf
-            else:
-                old = 0
-                src = data
-            end = self._scanner.scan(src, old)
-            if end is None:
-                if not buf:
-                    self._buf = bytearray(data)
+            head = self._head.feed(data)
+            if head is None:
                 return None
+            src, end = head
             response = _response_from_head(src, end, self.max_line, self.max_headers)
             rest = bytes(src[end:])
-            self._buf = bytearray()
             self._response = response
             if response.status == 101:
                 self.leftover = rest
