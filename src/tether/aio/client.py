@@ -30,9 +30,6 @@ from tether.aio.connection import Connection
 from tether.aio.options import Options, make_options
 from tether.aio.proxy import Proxy, open_via_proxy, proxy_for
 from tether.exceptions import HandshakeTimeout, InvalidHandshake, InvalidMessage, InvalidStatus
-from tether.protocol.connection import Connection as Core
-from tether.protocol.connection import Side
-from tether.protocol.deflate import PerMessageDeflate
 from tether.protocol.handshake import ClientHandshake, Headers
 from tether.protocol.uri import WSURI, parse_uri
 
@@ -74,19 +71,7 @@ class ClientConnection(Connection):
     def _handshake_done(self, hs: ClientHandshake, response: Any) -> None:
         self.response = response
         negotiated = hs.check(response)
-        options = self.options
-        deflate = None
-        if negotiated.deflate is not None:
-            assert options.compression is not None
-            deflate = PerMessageDeflate(negotiated.deflate, False, options.compression)
-        core = Core(
-            Side.CLIENT,
-            deflate=deflate,
-            max_size=options.max_size,
-            max_fragments=options.max_fragments,
-            fragments=options.fragments,
-            auto_pong=options.auto_pong,
-        )
+        core = self._make_core(negotiated)
         self.subprotocol = negotiated.subprotocol
         leftover = hs.leftover
         self._hs = None

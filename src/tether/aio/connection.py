@@ -34,14 +34,15 @@ from tether.exceptions import (
     InvalidState,
 )
 from tether.protocol.connection import Connection as Core
-from tether.protocol.connection import State
+from tether.protocol.connection import Side, State
+from tether.protocol.deflate import PerMessageDeflate
 from tether.protocol.events import Fragment, Ping, Pong
 from tether.protocol.frames import Close
 
 if TYPE_CHECKING:  # pragma: no cover
     from tether.aio.options import Options
     from tether.protocol.deflate import DeflateParams
-    from tether.protocol.handshake import Request, Response
+    from tether.protocol.handshake import Negotiated, Request, Response
 
 __all__ = ["Connection", "State"]
 
@@ -317,6 +318,23 @@ class Connection(asyncio.Protocol):
 
     def _handshake_lost(self, exc: Exception | None) -> None:  # pragma: no cover
         raise NotImplementedError
+
+    def _make_core(self, negotiated: Negotiated) -> Core:
+        """The sans-I/O core for what the handshake agreed, with this
+        connection's options (limits, fragments, auto_pong)."""
+        options = self.options
+        deflate = None
+        if negotiated.deflate is not None:
+            assert options.compression is not None
+            deflate = PerMessageDeflate(negotiated.deflate, not self.is_client, options.compression)
+        return Core(
+            Side.CLIENT if self.is_client else Side.SERVER,
+            deflate=deflate,
+            max_size=options.max_size,
+            max_fragments=options.max_fragments,
+            fragments=options.fragments,
+            auto_pong=options.auto_pong,
+        )
 
     def _open(self, core: Core, leftover: bytes) -> None:
         """Switch to the WebSocket protocol after a successful handshake."""

@@ -34,9 +34,7 @@ from tether.aio import transports
 from tether.aio.connection import Connection
 from tether.aio.options import Options, make_options
 from tether.exceptions import InvalidMessage, InvalidRequest
-from tether.protocol.connection import Connection as Core
-from tether.protocol.connection import Side, State
-from tether.protocol.deflate import PerMessageDeflate
+from tether.protocol.connection import State
 from tether.protocol.handshake import Headers, Request, Response, ServerHandshake
 
 __all__ = ["Server", "ServerConnection", "Upgrade", "serve"]
@@ -204,18 +202,7 @@ class ServerConnection(Connection):
                     self._respond(replaced)
                     return
                 response = replaced
-        deflate = None
-        if negotiated.deflate is not None:
-            assert options.compression is not None
-            deflate = PerMessageDeflate(negotiated.deflate, True, options.compression)
-        core = Core(
-            Side.SERVER,
-            deflate=deflate,
-            max_size=options.max_size,
-            max_fragments=options.max_fragments,
-            fragments=options.fragments,
-            auto_pong=options.auto_pong,
-        )
+        core = self._make_core(negotiated)
         self.response = response
         self.subprotocol = negotiated.subprotocol
         if self._open_handle is not None:
