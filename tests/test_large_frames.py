@@ -105,3 +105,94 @@ async def test_large_messages_round_trip_both_ways() -> None:
                 text = "é" * (size // 2)
                 await asyncio.wait_for(ws.send(text), 10)
                 assert await asyncio.wait_for(ws.recv(), 10) == text
+
+
+def _feed_like_a_buffered_transport(core: Connection, data: bytes, seed: int) -> list[object]:
+    """Hand ``data`` over as asyncio.BufferedProtocol would: read into the
+    core's own buffer while a large frame is arriving, else into a scratch
+    buffer that is reused (and scribbled over) after every call."""
+    rng = random.Random(seed)
+    scratch = bytearray(300000)
+    got: list[object] = []
+    pos = 0
+    while pos < len(data):
+        step = rng.choice([1, 7, 1000, 16384, 65536, 200000])
+        target = core.receive_buffer()
+        if target is not None:
+            n = min(step, len(target), len(data) - pos)
+            target[:n] = data[pos : pos + n]
+            core.receive_into(n)
+        else:
+            n = min(step, len(data) - pos)
+            scratch[:n] = data[pos : pos + n]
+            core.receive_data(memoryview(scratch)[:n])
+            scratch[:n] = bytes(n)  # the next read overwrites the scratch
+        got += _events(core)
+        pos += n
+    return got
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_reading_into_the_payload_gives_the_same_events(seed: int) -> None:
+    data, expected = _stream(seed)
+    core = Connection(Side.SERVER, max_size=None)
+    assert _feed_like_a_buffered_transport(core, data, seed) == expected
+    assert core.error is None and not core._buf and core.receive_buffer() is None
+
+
+def test_client_reads_large_unmasked_frames_into_the_payload() -> None:
+    payloads = [random.randbytes(n) for n in (5000, 70000, 300001)]
+    data = b"".join(build_frame(0x82, p) for p in payloads)
+    core = Connection(Side.CLIENT, max_size=None)
+    assert _feed_like_a_buffered_transport(core, data, 3) == payloads
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+def test_invalid_utf8_in_a_large_text_frame_fails_before_it_ends(buffered: bool) -> None:
+    payload = b"a" * 10000 + b"\xff" + b"b" * 90000
+    frame = build_frame(0x81, payload, b"wxyz")
+    core = Connection(Side.SERVER, max_size=None)
+    core.receive_data(frame[:5000])
+    assert core.error is None
+    if buffered:
+        target = core.receive_buffer()
+        assert target is not None and len(target) == len(frame) - 5000
+        target[:10000] = frame[5000:15000]
+        core.receive_into(10000)
+    else:
+        core.receive_data(frame[5000:15000])
+    assert core.error is not None and core.error.code == 1007
+    assert core.receive_buffer() is None  # nothing more is read
+    core.receive_data(frame[15000:])
+    assert core.events_received() == []
+
+
+def test_large_text_frame_split_inside_a_character() -> None:
+    text = "é" * 6000 + "€" * 3000
+    frame = build_frame(0x81, text.encode(), b"abcd")
+    core = Connection(Side.SERVER, max_size=None)
+    for cut in range(0, len(frame), 4097):  # odd steps cut characters in half
+        core.receive_data(frame[cut : cut + 4097])
+    assert core.events_received() == [text]
+    assert core.error is None
+
+
+async def test_connections_sharing_the_read_buffer_keep_their_own_bytes() -> None:
+    """Every connection of a thread reads into one scratch buffer: concurrent
+    connections with frames cut across reads must not see each other's bytes."""
+
+    async def echo(ws: tether.Connection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async def client(uri: str, seed: int) -> None:
+        rng = random.Random(seed)
+        async with tether.connect(uri, compression=None, max_size=None) as ws:
+            for _ in range(12):
+                payload = rng.randbytes(rng.choice([3, 900, 5000, 70000, 400000]))
+                await ws.send(payload)
+                assert await ws.recv() == payload
+
+    async with tether.serve(echo, "127.0.0.1", 0, compression=None, max_size=None) as server:
+        uri = f"ws://127.0.0.1:{server.port}/"
+        await asyncio.wait_for(asyncio.gather(*(client(uri, s) for s in range(4))), 30)

@@ -155,3 +155,48 @@ def test_frame_header_incomplete() -> None:
     assert frame_header(b"\x81\x7f\x00", 0) is None
     assert frame_header(b"\x81\x85\x00", 0) is None
     assert frame_header(b"\x81\x85abcd", 0) == (0x81, 5, 6, b"abcd")
+
+
+# ---------------------------------------------------------------------------
+# PayloadSink (the pure twin; tests/test_speedups.py compares the C one)
+
+
+def test_payload_sink_feed_and_read_into() -> None:
+    from tether.protocol.frames import PayloadSink, apply_mask
+
+    payload = bytes(range(256)) * 40 + b"xyz"
+    masked = apply_mask(payload, b"\x01\x02\x03\x04")
+    sink = PayloadSink(len(payload), b"\x01\x02\x03\x04")
+    assert sink.feed(masked[:1001]) == 1001  # phase 1 afterwards
+    view = sink.buffer()
+    assert len(view) == len(payload) - 1001
+    view[:3000] = masked[1001:4001]
+    sink.written(3000)
+    assert sink.peek(0, 4001) == payload[:4001]
+    assert sink.remaining == len(payload) - 4001
+    with pytest.raises(ValueError, match="incomplete: 4001 of"):
+        sink.take()
+    assert sink.feed(masked + b"next frame", 4001) == len(payload) - 4001
+    assert sink.take() == payload
+    with pytest.raises(ValueError, match="already taken"):
+        sink.feed(b"x")
+
+
+def test_payload_sink_rejects_bad_input() -> None:
+    from tether.protocol.frames import PayloadSink
+
+    with pytest.raises(ValueError, match="mask must be 4 bytes"):
+        PayloadSink(10, b"abc")
+    with pytest.raises(ValueError, match="size must be >= 0"):
+        PayloadSink(-1)
+    sink = PayloadSink(4)
+    with pytest.raises(ValueError, match="start out of range"):
+        sink.feed(b"ab", 3)
+    with pytest.raises(ValueError, match="more bytes written"):
+        sink.written(5)
+    with pytest.raises(ValueError, match="outside the filled"):
+        sink.peek(0, 1)
+    sink.feed(b"abcd")
+    with pytest.raises(BufferError, match="no room left"):
+        sink.buffer()
+    assert sink.take() == b"abcd"

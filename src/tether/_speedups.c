@@ -898,6 +898,331 @@ speedups_use_kernel(PyObject *Py_UNUSED(module), PyObject *arg)
 }
 
 /* ------------------------------------------------------------------------
+ * PayloadSink: the payload of one large frame, assembled where it will be
+ * delivered.
+ *
+ * A frame whose payload spans several reads is written straight into the
+ * bytes object that the application will receive: either copied from each
+ * chunk (feed) or read into by the kernel (the sink is a writable buffer
+ * over its unfilled part, for BufferedProtocol.get_buffer and recv_into) and
+ * unmasked there (written). take() hands the finished bytes out. The bytes
+ * object is private to the sink until then, so filling it in place is safe:
+ * nobody else holds a reference, and nobody has hashed it.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *payload;   /* bytes of `size` bytes under construction, or NULL once taken */
+    Py_ssize_t size;
+    Py_ssize_t filled;   /* payload[:filled] holds unmasked payload bytes */
+    Py_ssize_t exports;  /* live buffer views over the unfilled part */
+    int masked;
+    uint8_t mask[4];
+} PayloadSinkObject;
+
+/* mask rotated to start at payload offset `pos` (RFC 6455 section 5.3:
+ * "octet i ... XOR ... octet at index i modulo 4 of the masking key"). */
+static inline void
+rotated_mask(const PayloadSinkObject *self, Py_ssize_t pos, uint8_t out[4])
+{
+    int k;
+    for (k = 0; k < 4; k++) {
+        out[k] = self->mask[(pos + k) & 3];
+    }
+}
+
+static PyObject *
+sink_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"size", "mask", NULL};
+    Py_ssize_t size;
+    PyObject *mask_obj = Py_None;
+    PayloadSinkObject *self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|O:PayloadSink", kwlist,
+                                     &size, &mask_obj)) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be >= 0");
+        return NULL;
+    }
+    self = (PayloadSinkObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->masked = mask_obj != Py_None;
+    if (self->masked && get_mask(mask_obj, self->mask) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->payload = PyBytes_FromStringAndSize(NULL, size);
+    if (self->payload == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->size = size;
+    return (PyObject *)self;
+}
+
+static void
+sink_dealloc(PayloadSinkObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_CLEAR(self->payload);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int
+sink_check_open(PayloadSinkObject *self)
+{
+    if (self->payload == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the payload was already taken");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(sink_feed_doc,
+"feed($self, data, start=0, /)\n--\n\n"
+"Copy ``data[start:]`` into the payload, unmasking it, up to the payload's\n"
+"end. Returns how many bytes of ``data`` were used; the rest belongs to the\n"
+"next frame.");
+
+static PyObject *
+sink_feed(PayloadSinkObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data;
+    Py_ssize_t start = 0, n;
+    uint8_t *dst;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "feed() takes 1 or 2 arguments");
+        return NULL;
+    }
+    if (sink_check_open(self) < 0) {
+        return NULL;
+    }
+    if (nargs == 2) {
+        start = PyLong_AsSsize_t(args[1]);
+        if (start == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (start < 0 || start > data.len) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError, "start out of range");
+        return NULL;
+    }
+    n = data.len - start;
+    if (n > self->size - self->filled) {
+        n = self->size - self->filled;
+    }
+    dst = (uint8_t *)PyBytes_AS_STRING(self->payload) + self->filled;
+    if (self->masked) {
+        uint8_t mask[4];
+        rotated_mask(self, self->filled, mask);
+        mask_into(dst, (const uint8_t *)data.buf + start, n, mask);
+    }
+    else {
+        copy_into(dst, (const uint8_t *)data.buf + start, n);
+    }
+    self->filled += n;
+    PyBuffer_Release(&data);
+    return PyLong_FromSsize_t(n);
+}
+
+PyDoc_STRVAR(sink_written_doc,
+"written($self, n, /)\n--\n\n"
+"The kernel wrote ``n`` bytes into the buffer this sink exported (the\n"
+"unfilled part): unmask them in place and count them as filled.");
+
+static PyObject *
+sink_written(PayloadSinkObject *self, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (sink_check_open(self) < 0) {
+        return NULL;
+    }
+    if (n < 0 || n > self->size - self->filled) {
+        PyErr_SetString(PyExc_ValueError, "more bytes written than the payload holds");
+        return NULL;
+    }
+    if (self->masked) {
+        uint8_t mask[4];
+        uint8_t *p = (uint8_t *)PyBytes_AS_STRING(self->payload) + self->filled;
+        rotated_mask(self, self->filled, mask);
+        /* In place: every kernel loads each block before it stores the same
+         * block and never reads it again, so dst == src is safe. */
+        mask_into(p, p, n, mask);
+    }
+    self->filled += n;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(sink_take_doc,
+"take($self, /)\n--\n\n"
+"The finished payload as ``bytes``; the sink is empty afterwards. Raises\n"
+"ValueError if the payload is not complete.");
+
+static PyObject *
+sink_take(PayloadSinkObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *payload;
+    if (sink_check_open(self) < 0) {
+        return NULL;
+    }
+    if (self->filled != self->size) {
+        PyErr_Format(PyExc_ValueError, "the payload is incomplete: %zd of %zd bytes",
+                     self->filled, self->size);
+        return NULL;
+    }
+    payload = self->payload;
+    self->payload = NULL;
+    return payload;
+}
+
+PyDoc_STRVAR(sink_peek_doc,
+"peek($self, start, end, /)\n--\n\n"
+"A copy of the unmasked payload bytes ``[start:end]`` (within what is\n"
+"filled), e.g. to validate the UTF-8 of a text frame as it arrives.");
+
+static PyObject *
+sink_peek(PayloadSinkObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t start, end;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "peek() takes 2 arguments");
+        return NULL;
+    }
+    if (sink_check_open(self) < 0) {
+        return NULL;
+    }
+    start = PyLong_AsSsize_t(args[0]);
+    if (start == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    end = PyLong_AsSsize_t(args[1]);
+    if (end == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (start < 0 || end < start || end > self->filled) {
+        PyErr_SetString(PyExc_ValueError, "peek() range outside the filled payload");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(self->payload) + start, end - start);
+}
+
+PyDoc_STRVAR(sink_buffer_doc,
+"buffer($self, /)\n--\n\n"
+"A writable buffer over the unfilled part of the payload, to read into\n"
+"(``recv_into``, ``BufferedProtocol.get_buffer``); then call written(n).\n"
+"A memoryview, so that transports may take its len() and slice it.");
+
+static PyObject *
+sink_buffer(PayloadSinkObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (sink_check_open(self) < 0) {
+        return NULL;
+    }
+    return PyMemoryView_FromObject((PyObject *)self);
+}
+
+static int
+sink_getbuffer(PayloadSinkObject *self, Py_buffer *view, int flags)
+{
+    PyObject *payload = self->payload;
+    if (payload == NULL || self->filled == self->size) {
+        PyErr_SetString(PyExc_BufferError, "the payload sink has no room left");
+        view->obj = NULL;
+        return -1;
+    }
+    /* The view keeps its own reference to the bytes object in `internal`:
+     * it stays valid even if take() hands the payload out meanwhile. */
+    if (PyBuffer_FillInfo(view, (PyObject *)self,
+                          PyBytes_AS_STRING(payload) + self->filled,
+                          self->size - self->filled, 0, flags) < 0) {
+        return -1;
+    }
+    view->internal = Py_NewRef(payload);
+    self->exports++;
+    return 0;
+}
+
+static void
+sink_releasebuffer(PayloadSinkObject *self, Py_buffer *view)
+{
+    Py_XDECREF((PyObject *)view->internal);
+    view->internal = NULL;
+    self->exports--;
+}
+
+static PyObject *
+sink_get_size(PayloadSinkObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->size);
+}
+
+static PyObject *
+sink_get_filled(PayloadSinkObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->filled);
+}
+
+static PyObject *
+sink_get_remaining(PayloadSinkObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->size - self->filled);
+}
+
+static PyMethodDef sink_methods[] = {
+    {"feed", (PyCFunction)(void (*)(void))sink_feed, METH_FASTCALL, sink_feed_doc},
+    {"written", (PyCFunction)sink_written, METH_O, sink_written_doc},
+    {"take", (PyCFunction)sink_take, METH_NOARGS, sink_take_doc},
+    {"peek", (PyCFunction)(void (*)(void))sink_peek, METH_FASTCALL, sink_peek_doc},
+    {"buffer", (PyCFunction)sink_buffer, METH_NOARGS, sink_buffer_doc},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef sink_getset[] = {
+    {"size", (getter)sink_get_size, NULL, "Payload length in bytes.", NULL},
+    {"filled", (getter)sink_get_filled, NULL, "Bytes of the payload received so far.", NULL},
+    {"remaining", (getter)sink_get_remaining, NULL, "Bytes still to come.", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+PyDoc_STRVAR(sink_doc,
+"PayloadSink(size, mask=None)\n--\n\n"
+"The payload of one frame that arrives over several reads, assembled in\n"
+"place: feed(chunk) or read into buffer() and call written(n); take() once\n"
+"``remaining`` is 0. The compiled twin of\n"
+":class:`tether.protocol.frames.PayloadSink`.");
+
+static PyType_Slot sink_slots[] = {
+    {Py_tp_new, sink_new},
+    {Py_tp_dealloc, sink_dealloc},
+    {Py_tp_methods, sink_methods},
+    {Py_tp_getset, sink_getset},
+    {Py_tp_doc, (void *)sink_doc},
+    {Py_bf_getbuffer, sink_getbuffer},
+    {Py_bf_releasebuffer, sink_releasebuffer},
+    {0, NULL}
+};
+
+static PyType_Spec sink_spec = {
+    "tether._speedups.PayloadSink",
+    sizeof(PayloadSinkObject),
+    0,
+    Py_TPFLAGS_DEFAULT,
+    sink_slots,
+};
+
+/* ------------------------------------------------------------------------
  * Module.
  */
 
@@ -940,6 +1265,16 @@ speedups_exec(PyObject *module)
         atfork_registered = 1;
     }
 #endif
+    {
+        PyObject *sink_type = PyType_FromModuleAndSpec(module, &sink_spec, NULL);
+        if (sink_type == NULL) {
+            return -1;
+        }
+        if (PyModule_AddObject(module, "PayloadSink", sink_type) < 0) {
+            Py_DECREF(sink_type);
+            return -1;
+        }
+    }
     return PyModule_AddIntConstant(module, "NOGIL_THRESHOLD",
                                    (long)TETHER_NOGIL_THRESHOLD);
 }

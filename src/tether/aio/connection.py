@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -59,9 +60,22 @@ _CLOSED = State.CLOSED
 #: writelines() call (one writev() with a compiled transport), not copied
 #: into a single frame first.
 _WRITELINES_MIN = 65536
+#: Bytes read per system call into the shared scratch buffer (the most that
+#: asyncio's and aiofastnet's transports read at once).
+_SCRATCH_SIZE = 256 * 1024
+_thread_scratch = threading.local()
 
 
-class Connection(asyncio.Protocol):
+def _scratch_buffer() -> memoryview:
+    """This thread's read buffer, shared by all its connections (see
+    Connection.get_buffer)."""
+    scratch: memoryview | None = getattr(_thread_scratch, "view", None)
+    if scratch is None:
+        scratch = _thread_scratch.view = memoryview(bytearray(_SCRATCH_SIZE))
+    return scratch
+
+
+class Connection(asyncio.BufferedProtocol):
     """A WebSocket connection, client or server side.
 
     You get one from :func:`tether.connect` or as the argument of your
@@ -82,12 +96,14 @@ class Connection(asyncio.Protocol):
         "_drain_waiter",
         "_ka_handle",
         "_ka_payload",
+        "_lent",
         "_loop",
         "_message_handler",
         "_paused_reading",
         "_peername",
         "_pings",
         "_queue",
+        "_scratch",
         "_send_lock",
         "_sockname",
         "_waiter",
@@ -120,6 +136,8 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Any] | None = None
         self._message_handler: MessageHandler | None = None
         self._paused_reading = False
+        self._scratch = _scratch_buffer()
+        self._lent = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._send_lock: asyncio.Lock | None = None
@@ -195,12 +213,39 @@ class Connection(asyncio.Protocol):
         limit = self.options.write_limit
         stream.set_write_buffer_limits(high=limit, low=limit // 4)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Reads go straight into the payload of a large frame that is still
+        # arriving (unmasked in place, no copy), and otherwise into a
+        # scratch buffer shared by every connection of this thread: the core
+        # copies out what it keeps, so an idle connection holds no buffer.
+        core = self.core
+        if core is not None:
+            buf = core.receive_buffer()
+            if buf is not None:
+                self._lent = True
+                return buf  # type: ignore[no-any-return]
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._lent:
+            self._lent = False
+            core = self.core
+            assert core is not None
+            core.receive_into(nbytes)
+            self._handle_events(core)
+        else:
+            self.data_received(self._scratch[:nbytes])
+
+    def data_received(self, data: bytes | bytearray | memoryview) -> None:
         core = self.core
         if core is None:
-            self._handshake_data(data)
+            self._handshake_data(bytes(data))
             return
         core.receive_data(data)
+        self._handle_events(core)
+
+    def _handle_events(self, core: Core) -> None:
+        """Deliver what the core parsed; send what it queued."""
         events = core.events
         queued = False
         if events:

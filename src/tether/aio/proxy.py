@@ -50,7 +50,7 @@ from tether.protocol.uri import WSURI
 
 __all__ = ["Proxy", "ProxyError", "open_via_proxy", "proxy_for"]
 
-P = TypeVar("P", bound=asyncio.Protocol)
+P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 #: Largest answer to CONNECT (status line + headers) read from a proxy, in bytes.
 MAX_PROXY_RESPONSE = 64 * 1024

@@ -9,6 +9,8 @@ import signal
 import sys
 from typing import Any
 
+from tether.allocator import tune_malloc
+
 __all__ = ["add_engine_options", "engine_options", "run_server"]
 
 
@@ -50,6 +52,8 @@ async def run_server(
 ) -> int:
     """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully (1001)."""
     from tether.aio.server import serve
+
+    tune_malloc()
 
     loop = asyncio.get_running_loop()
     server = await serve(app, host, port, **options)

@@ -39,6 +39,7 @@ import socket
 import sys
 from typing import Any
 
+from tether.allocator import tune_malloc
 from tether.cli.common import add_engine_options, engine_options
 
 __all__ = ["WORKER_ID_ENV", "Supervisor", "Worker", "add_parser", "load_app", "main"]
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, ImportError) as exc:
             _say(f"tether serve: {exc}")
             return 2
+        tune_malloc()
         return asyncio.run(Worker(app, args).run())
     return asyncio.run(Supervisor(args).run())
 

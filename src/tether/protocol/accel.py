@@ -13,11 +13,12 @@ from typing import Any
 
 from tether.protocol import frames as _pure
 
-__all__ = ["SPEEDUPS", "apply_mask", "build_frame", "masking_key", "scan_frames"]
+__all__ = ["SPEEDUPS", "PayloadSink", "apply_mask", "build_frame", "masking_key", "scan_frames"]
 
 apply_mask: Callable[..., bytes] = _pure.apply_mask
 build_frame: Callable[..., bytes] = _pure.build_frame
 masking_key: Callable[[], bytes] = _pure.masking_key
+PayloadSink: Any = _pure.PayloadSink
 scan_frames: Callable[..., Any] = _pure.scan_frames
 SPEEDUPS = False
 
@@ -30,5 +31,6 @@ if not os.environ.get("TETHER_NO_SPEEDUPS"):
         apply_mask = _speedups.apply_mask
         build_frame = _speedups.build_frame
         masking_key = _speedups.masking_key
+        PayloadSink = _speedups.PayloadSink
         scan_frames = _speedups.scan_frames
         SPEEDUPS = True

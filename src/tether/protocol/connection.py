@@ -81,6 +81,9 @@ OK_CLOSE_CODES = frozenset({1000, 1001, 1005})
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _NO_LIMIT = 1 << 62
+#: An incomplete frame with a payload at least this long is assembled in a
+#: PayloadSink (copied once, in place) rather than in the receive buffer.
+_SINK_MIN = 4096
 # Section 5.2: the 16-bit and 64-bit extended payload length headers.
 _HEADER16 = struct.Struct("!BBH")
 _HEADER64 = struct.Struct("!BBQ")
@@ -122,6 +125,8 @@ class Connection:
         "_pending_close",
         "_rsv_allowed",
         "_send_op",
+        "_sink",
+        "_sink_b0",
         "auto_pong",
         "close_rcvd",
         "close_rcvd_then_sent",
@@ -168,6 +173,9 @@ class Connection:
         self._buf: bytearray | None = None
         self._discard = False
         self._peek: Any = None
+        # The payload of a large frame still arriving (see receive_data).
+        self._sink: Any = None
+        self._sink_b0 = 0
         self._pending_close: Close | None = None
         # The incoming message being assembled.
         self._msg_op = -1
@@ -189,12 +197,22 @@ class Connection:
     # ------------------------------------------------------------------
     # Receiving
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes read from the network. Then call :meth:`events_received`
-        and :meth:`data_to_send`."""
+        and :meth:`data_to_send`.
+
+        ``data`` may be a view of a buffer the caller reuses: nothing is kept
+        that points into it.
+        """
         if self._discard or not data:
             return
-        buf: bytes | bytearray
+        sink = self._sink
+        if sink is not None:
+            used = sink.feed(data)
+            if not self._sink_progress() or used == len(data):
+                return
+            data = data[used:]
+        buf: bytes | bytearray | memoryview
         if self._buf:
             self._buf += data
             buf = self._buf
@@ -203,6 +221,74 @@ class Connection:
         frames, pos, err = accel.scan_frames(
             buf, 0, self._masked_in, self.max_size, self._rsv_allowed
         )
+        if frames and not self._deliver(frames):
+            return
+        if err is not None:
+            code, reason = err
+            self._peer_error(PayloadTooBig(reason) if code == 1009 else ProtocolError(reason, code))
+            return
+        n = len(buf)
+        if pos == n:
+            self._buf = None
+            self._peek = None
+            return
+        header = frame_header(buf, pos)
+        if header is not None and header[1] >= _SINK_MIN:
+            # A large frame whose payload is still arriving (its header was
+            # vetted by scan_frames): assemble the payload in place, one copy,
+            # instead of growing the receive buffer and slicing it out.
+            b0, length, header_len, mask = header
+            self._sink = sink = accel.PayloadSink(length, mask)
+            self._sink_b0 = b0
+            self._buf = None
+            self._peek = None
+            sink.feed(buf, pos + header_len)
+            self._sink_progress()
+            return
+        if frames or self._buf is None:
+            self._buf = bytearray(buf[pos:])
+            self._peek = None
+        if self._msg_op in (-1, Opcode.TEXT) and self._buf[0] & 0x0F in (0, 1):
+            self._validate_partial_text()
+
+    def receive_buffer(self) -> Any:
+        """A writable buffer to read the network into directly, or ``None``.
+
+        While a large frame is arriving this is the unfilled part of its
+        payload (see :class:`~tether.protocol.frames.PayloadSink`): read into
+        it (``recv_into``, ``BufferedProtocol.get_buffer``), then call
+        :meth:`receive_into` with the byte count. Otherwise read into any
+        buffer of yours and pass the bytes to :meth:`receive_data`.
+        """
+        sink = self._sink
+        if sink is None or self._discard:
+            return None
+        return sink.buffer()
+
+    def receive_into(self, n: int) -> None:
+        """``n`` bytes were read into :meth:`receive_buffer`'s buffer."""
+        sink = self._sink
+        if sink is None or self._discard:
+            return
+        sink.written(n)
+        self._sink_progress()
+
+    def _sink_progress(self) -> bool:
+        """Bytes went into the payload sink: validate partial text, and
+        deliver the frame once complete. False if the connection failed."""
+        sink = self._sink
+        assert sink is not None
+        if sink.remaining:
+            if self._sink_b0 & 0x0F in (0, 1) and self._msg_op in (-1, Opcode.TEXT):
+                self._validate_partial_text()
+            return not self._discard
+        self._sink = None
+        self._peek = None
+        return self._deliver([(self._sink_b0, sink.take())])
+
+    def _deliver(self, frames: list[tuple[int, bytes]]) -> bool:
+        """Turn complete frames into events. False if the peer broke the
+        protocol (the rest of the input is then ignored)."""
         events = self.events
         for b0, payload in frames:
             # Fast path: a whole text or binary message in one frame, with no
@@ -220,25 +306,12 @@ class Connection:
                         # in fact, a valid UTF-8 stream, that endpoint MUST _Fail
                         # the WebSocket Connection_."
                         self._peer_error(ProtocolError("invalid UTF-8 in text message", 1007))
-                        return
+                        return False
                     continue
             self._frame(b0, payload)
             if self._discard:
-                return
-        if err is not None:
-            code, reason = err
-            self._peer_error(PayloadTooBig(reason) if code == 1009 else ProtocolError(reason, code))
-            return
-        n = len(buf)
-        if pos == n:
-            self._buf = None
-            self._peek = None
-            return
-        if frames or self._buf is None:
-            self._buf = bytearray(buf[pos:])
-            self._peek = None
-        if self._msg_op in (-1, Opcode.TEXT) and self._buf[0] & 0x0F in (0, 1):
-            self._validate_partial_text()
+                return False
+        return True
 
     def receive_eof(self) -> None:
         """The peer closed the TCP connection (or it broke)."""
@@ -358,12 +431,18 @@ class Connection:
         as soon as the stream is known to be invalid): a strict endpoint does
         not wait for the end of the frame to notice invalid bytes.
         """
+        sink = self._sink
         buf = self._buf
-        assert buf is not None
-        header = frame_header(buf, 0)
-        if header is None:
-            return
-        b0, length, header_len, mask = header
+        if sink is not None:
+            b0 = self._sink_b0
+            available = sink.filled
+        else:
+            assert buf is not None
+            header = frame_header(buf, 0)
+            if header is None:
+                return
+            b0, length, header_len, mask = header
+            available = min(len(buf) - header_len, length)
         opcode = b0 & 0x0F
         if b0 & 0x40 or (self._msg_compressed and opcode == 0):
             return  # compressed: validated after inflating
@@ -375,13 +454,16 @@ class Connection:
                 decoder.setstate(self._msg_decoder.getstate())
             self._peek = [decoder, 0]
         decoder, done = self._peek
-        available = min(len(buf) - header_len, length)
         if available <= done:
             return
-        chunk = bytes(buf[header_len + done : header_len + available])
-        if mask is not None:
-            shift = done % 4
-            chunk = accel.apply_mask(chunk, mask[shift:] + mask[:shift])
+        if sink is not None:
+            chunk = sink.peek(done, available)
+        else:
+            assert buf is not None
+            chunk = bytes(buf[header_len + done : header_len + available])
+            if mask is not None:
+                shift = done % 4
+                chunk = accel.apply_mask(chunk, mask[shift:] + mask[:shift])
         try:
             decoder.decode(chunk, False)
         except UnicodeDecodeError:
@@ -562,6 +644,7 @@ class Connection:
             self.error = exc
         self._discard = True
         self._buf = None
+        self._sink = None
         self._msg_parts = []
         if self._pending_close is None:
             self._pending_close = Close(exc.code, exc.reason[:123])
@@ -576,6 +659,7 @@ class Connection:
             self.error = exc if exc is not None else ProtocolError(reason, code)
         self._discard = True
         self._buf = None
+        self._sink = None
         self._msg_parts = []
         # Section 7.1.7: "If _The WebSocket Connection is Established_ prior
         # to the point where the endpoint is required to _Fail the WebSocket

@@ -23,6 +23,7 @@ __all__ = [
     "Close",
     "CloseCode",
     "Opcode",
+    "PayloadSink",
     "apply_mask",
     "build_frame",
     "check_close_code",
@@ -219,12 +220,102 @@ def masking_key() -> bytes:
     return key
 
 
+class PayloadSink:
+    """The payload of one frame that arrives over several reads, assembled in place.
+
+    The state machine makes one when a frame's header is in but its payload
+    is not (see :meth:`tether.protocol.connection.Connection.receive_data`),
+    so that a large payload is copied once instead of being gathered in a
+    growing buffer and sliced out at the end. Fill it with :meth:`feed`, or
+    read into :meth:`buffer` (``recv_into``, ``BufferedProtocol.get_buffer``)
+    and call :meth:`written`; call :meth:`take` once :attr:`remaining` is 0.
+    ``mask``: the frame's 4-byte masking key, or ``None`` if unmasked. The
+    compiled twin, ``tether._speedups.PayloadSink``, fills a ``bytes`` object
+    directly; this one fills a ``bytearray`` and copies it once at the end.
+    """
+
+    __slots__ = ("_data", "_mask", "filled", "size")
+
+    def __init__(self, size: int, mask: bytes | None = None) -> None:
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        if mask is not None and len(mask) != 4:
+            raise ValueError(f"mask must be 4 bytes, got {len(mask)}")
+        self.size = size
+        self.filled = 0
+        self._mask = mask
+        self._data: bytearray | None = bytearray(size)
+
+    @property
+    def remaining(self) -> int:
+        """Bytes still to come."""
+        return self.size - self.filled
+
+    def _open(self) -> bytearray:
+        if self._data is None:
+            raise ValueError("the payload was already taken")
+        return self._data
+
+    def _unmask(self, chunk: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+        # Section 5.3: octet i is XORed with octet i modulo 4 of the key; the
+        # chunk starts at payload offset `filled`.
+        mask = self._mask
+        if mask is None:
+            return chunk
+        shift = self.filled % 4
+        return apply_mask(chunk, mask[shift:] + mask[:shift])
+
+    def feed(self, data: bytes | bytearray | memoryview, start: int = 0) -> int:
+        """Copy ``data[start:]`` into the payload, unmasking it, up to the
+        payload's end. Returns how many bytes of ``data`` were used."""
+        buf = self._open()
+        if not 0 <= start <= len(data):
+            raise ValueError("start out of range")
+        n = min(len(data) - start, self.size - self.filled)
+        buf[self.filled : self.filled + n] = self._unmask(data[start : start + n])
+        self.filled += n
+        return n
+
+    def buffer(self) -> memoryview:
+        """A writable view of the unfilled part, to read into; then call
+        :meth:`written`."""
+        buf = self._open()
+        if self.filled == self.size:
+            raise BufferError("the payload sink has no room left")
+        return memoryview(buf)[self.filled :]
+
+    def written(self, n: int) -> None:
+        """``n`` bytes were read into :meth:`buffer`: unmask them in place."""
+        buf = self._open()
+        if not 0 <= n <= self.size - self.filled:
+            raise ValueError("more bytes written than the payload holds")
+        end = self.filled + n
+        buf[self.filled : end] = self._unmask(buf[self.filled : end])
+        self.filled = end
+
+    def take(self) -> bytes:
+        """The finished payload; the sink is empty afterwards."""
+        buf = self._open()
+        if self.filled != self.size:
+            raise ValueError(f"the payload is incomplete: {self.filled} of {self.size} bytes")
+        self._data = None
+        return bytes(buf)
+
+    def peek(self, start: int, end: int) -> bytes:
+        """A copy of the unmasked payload bytes ``[start:end]`` (within what
+        is filled)."""
+        buf = self._open()
+        if not 0 <= start <= end <= self.filled:
+            raise ValueError("peek() range outside the filled payload")
+        return bytes(buf[start:end])
+
+
 # Error results of scan_frames: (close code, reason).
 FrameError = tuple[int, str]
 
 
 def scan_frames(
-    buf: bytes | bytearray,
+    buf: bytes | bytearray | memoryview,
     pos: int,
     masked: bool,
     max_frame: int,
@@ -312,7 +403,9 @@ def scan_frames(
         pos = start + length
 
 
-def frame_header(buf: bytes | bytearray, pos: int) -> tuple[int, int, int, bytes | None] | None:
+def frame_header(
+    buf: bytes | bytearray | memoryview, pos: int
+) -> tuple[int, int, int, bytes | None] | None:
     """Parse the header of the frame at ``pos`` without waiting for its payload.
 
     Returns ``(first_byte, length, header_length, mask)`` or ``None`` if the
