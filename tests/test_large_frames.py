@@ -125,8 +125,9 @@ def _feed_like_a_buffered_transport(core: Connection, data: bytes, seed: int) ->
         else:
             n = min(step, len(data) - pos)
             scratch[:n] = data[pos : pos + n]
-            core.receive_data(memoryview(scratch)[:n])
-            scratch[:n] = bytes(n)  # the next read overwrites the scratch
+            scratch[n : n + 8] = b"\x88\x80junk!"  # beyond `end`: never read
+            core.receive_data(scratch, n)
+            scratch[: n + 8] = bytes(n + 8)  # the next read overwrites the scratch
         got += _events(core)
         pos += n
     return got

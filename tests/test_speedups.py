@@ -404,6 +404,69 @@ def test_scan_frames_incremental_matches_pure(
         assert error == whole_error
 
 
+@settings(deadline=None, max_examples=300)
+@given(
+    stream=streams(),
+    cut=st.integers(0, 2**31),
+    junk=st.binary(max_size=16),
+    max_frame=max_frames,
+    rsv=rsv_alloweds,
+    direct=st.booleans(),
+)
+def test_scan_frames_end_and_direct_events_match_pure(
+    stream: tuple[bytes, bool],
+    cut: int,
+    junk: bytes,
+    max_frame: int,
+    rsv: int,
+    direct: bool,
+) -> None:
+    """``end`` scans a prefix of a reused buffer (what lies beyond is never
+    read); ``events`` takes the leading whole messages. Both twins agree,
+    and together events + frames hold what a plain scan returns."""
+    data, masked = stream
+    end = cut % (len(data) + 1)
+    buf = bytearray(data[:end] + junk)
+    results = []
+    for scan in (pure.scan_frames, sp.scan_frames):
+        events: list[object] | None = [] if direct else None
+        result = scan(buf, 0, masked, max_frame, rsv, end, events)
+        results.append((result, events))
+    assert results[0] == results[1]
+    (frames, pos, error), events = results[1]
+    plain_frames, plain_pos, plain_error = same_scan(bytes(data[:end]), 0, masked, max_frame, rsv)
+    assert (pos, error) == (plain_pos, plain_error)
+    delivered = len(events or [])
+    assert frames == plain_frames[delivered:]
+    for (first_byte, payload), event in zip(plain_frames, events or [], strict=False):
+        assert first_byte in (0x81, 0x82)
+        assert event == (payload.decode() if first_byte == 0x81 else payload)
+
+
+def test_scan_frames_direct_events_stop_at_the_first_other_frame() -> None:
+    wire = (
+        encode(0x82, b"bin", M)
+        + encode(0x81, "é".encode(), M)
+        + encode(0x81, b"\xff", M)  # invalid UTF-8: left to the state machine
+        + encode(0x82, b"after", M)
+    )
+    for scan in (pure.scan_frames, sp.scan_frames):
+        events: list[object] = []
+        frames, pos, error = scan(wire, 0, True, 100, 0, None, events)
+        assert events == [b"bin", "é"]
+        assert frames == [(0x81, b"\xff"), (0x82, b"after")]
+        assert (pos, error) == (len(wire), None)
+        events = []
+        frames, _, _ = scan(
+            encode(0x89, b"", M) + encode(0x82, b"x", M), 0, True, 100, 0, events=events
+        )
+        assert events == [] and frames == [(0x89, b""), (0x82, b"x")]
+        with pytest.raises(ValueError, match="end must be within"):
+            scan(wire, 0, True, 100, 0, len(wire) + 1)
+    with pytest.raises(TypeError, match="events must be a list"):
+        sp.scan_frames(wire, 0, True, 100, 0, None, ())
+
+
 M = b"\x01\x02\x03\x04"  # a masking key
 MSB = (2**63).to_bytes(8, "big")
 

@@ -477,12 +477,15 @@ speedups_build_frame(PyObject *Py_UNUSED(module), PyObject *const *args,
  */
 
 PyDoc_STRVAR(scan_frames_doc,
-"scan_frames($module, /, buf, pos, masked, max_frame, rsv_allowed)\n--\n\n"
-"Turn the bytes of ``buf`` from ``pos`` on into complete frames.\n\n"
+"scan_frames($module, /, buf, pos, masked, max_frame, rsv_allowed, end=None,\n"
+"            events=None)\n--\n\n"
+"Turn the bytes of ``buf`` from ``pos`` on (up to ``end``) into complete frames.\n\n"
 "Returns ``(frames, pos, error)`` exactly like\n"
 ":func:`tether.protocol.frames.scan_frames`: each frame is\n"
 "``(first_byte, payload)`` with the payload unmasked; ``error`` is None or\n"
-"``(code, reason)`` for the first frame that breaks a framing rule.");
+"``(code, reason)`` for the first frame that breaks a framing rule. With\n"
+"``events`` (a list), the leading whole text and binary messages go there\n"
+"directly, as ``str`` and ``bytes``.");
 
 /* The frames found so far: on the stack, then on the heap beyond 64; moved
  * into a list of the exact size at the end (no list over-allocation). */
@@ -578,8 +581,9 @@ speedups_scan_frames(PyObject *module, PyObject *const *args,
                      Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {
-        "buf", "pos", "masked", "max_frame", "rsv_allowed"};
-    PyObject *argv[5];
+        "buf", "pos", "masked", "max_frame", "rsv_allowed", "end", "events"};
+    PyObject *argv[7];
+    PyObject *events = NULL; /* the list for direct delivery, while it lasts */
     Py_ssize_t pos, end;
     int masked;
     PyObject *max_frame_obj;
@@ -594,8 +598,15 @@ speedups_scan_frames(PyObject *module, PyObject *const *args,
     PyObject *error = NULL; /* the (code, reason) tuple, or NULL for None */
     PyObject *result = NULL;
 
-    if (bind_args("scan_frames", names, 5, 5, args, nargs, kwnames, argv) < 0) {
+    if (bind_args("scan_frames", names, 7, 5, args, nargs, kwnames, argv) < 0) {
         return NULL;
+    }
+    if (argv[6] != NULL && argv[6] != Py_None) {
+        if (!PyList_Check(argv[6])) {
+            PyErr_SetString(PyExc_TypeError, "events must be a list or None");
+            return NULL;
+        }
+        events = argv[6];
     }
     pos = PyNumber_AsSsize_t(argv[1], PyExc_OverflowError);
     if (pos == -1 && PyErr_Occurred()) {
@@ -632,6 +643,19 @@ speedups_scan_frames(PyObject *module, PyObject *const *args,
     }
     buf = (const uint8_t *)view.buf;
     end = view.len;
+    if (argv[5] != NULL && argv[5] != Py_None) {
+        Py_ssize_t limit = PyNumber_AsSsize_t(argv[5], PyExc_OverflowError);
+        if (limit == -1 && PyErr_Occurred()) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        if (limit < 0 || limit > end) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_ValueError, "end must be within the buffer");
+            return NULL;
+        }
+        end = limit;
+    }
 
     acc_init(&frames);
     for (;;) {
@@ -737,6 +761,39 @@ speedups_scan_frames(PyObject *module, PyObject *const *args,
             copy_into((uint8_t *)PyBytes_AS_STRING(payload), buf + start,
                       (Py_ssize_t)length);
         }
+        pos = start + (Py_ssize_t)length;
+        if (events != NULL) {
+            /* Direct delivery of a whole message in one frame: binary as
+             * is, text decoded (invalid UTF-8 ends direct delivery: the
+             * frame is returned for the state machine to fail on). */
+            if (b0 == 0x82) {
+                int rc = PyList_Append(events, payload);
+                Py_DECREF(payload);
+                if (rc < 0) {
+                    goto fail;
+                }
+                continue;
+            }
+            if (b0 == 0x81) {
+                PyObject *text = PyUnicode_DecodeUTF8(
+                    PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), NULL);
+                if (text != NULL) {
+                    int rc = PyList_Append(events, text);
+                    Py_DECREF(text);
+                    Py_DECREF(payload);
+                    if (rc < 0) {
+                        goto fail;
+                    }
+                    continue;
+                }
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    Py_DECREF(payload);
+                    goto fail;
+                }
+                PyErr_Clear();
+            }
+            events = NULL;
+        }
         item = PyTuple_New(2);
         if (item == NULL) {
             Py_DECREF(payload);
@@ -749,7 +806,6 @@ speedups_scan_frames(PyObject *module, PyObject *const *args,
         if (acc_push(&frames, item) < 0) {
             goto fail;
         }
-        pos = start + (Py_ssize_t)length;
     }
     goto build;
 

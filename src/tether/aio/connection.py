@@ -66,12 +66,12 @@ _SCRATCH_SIZE = 256 * 1024
 _thread_scratch = threading.local()
 
 
-def _scratch_buffer() -> memoryview:
+def _scratch_buffer() -> bytearray:
     """This thread's read buffer, shared by all its connections (see
     Connection.get_buffer)."""
-    scratch: memoryview | None = getattr(_thread_scratch, "view", None)
+    scratch: bytearray | None = getattr(_thread_scratch, "buffer", None)
     if scratch is None:
-        scratch = _thread_scratch.view = memoryview(bytearray(_SCRATCH_SIZE))
+        scratch = _thread_scratch.buffer = bytearray(_SCRATCH_SIZE)
     return scratch
 
 
@@ -213,13 +213,13 @@ class Connection(asyncio.BufferedProtocol):
         limit = self.options.write_limit
         stream.set_write_buffer_limits(high=limit, low=limit // 4)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
+    def get_buffer(self, sizehint: int) -> memoryview | bytearray:
         # Reads go straight into the payload of a large frame that is still
         # arriving (unmasked in place, no copy), and otherwise into a
         # scratch buffer shared by every connection of this thread: the core
         # copies out what it keeps, so an idle connection holds no buffer.
         core = self.core
-        if core is not None:
+        if core is not None and core._sink is not None:
             buf = core.receive_buffer()
             if buf is not None:
                 self._lent = True
@@ -233,8 +233,13 @@ class Connection(asyncio.BufferedProtocol):
             assert core is not None
             core.receive_into(nbytes)
             self._handle_events(core)
-        else:
-            self.data_received(self._scratch[:nbytes])
+            return
+        core = self.core
+        if core is None:
+            self._handshake_data(bytes(memoryview(self._scratch)[:nbytes]))
+            return
+        core.receive_data(self._scratch, nbytes)
+        self._handle_events(core)
 
     def data_received(self, data: bytes | bytearray | memoryview) -> None:
         core = self.core

@@ -81,6 +81,7 @@ OK_CLOSE_CODES = frozenset({1000, 1001, 1005})
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _NO_LIMIT = 1 << 62
+_scan_frames = accel.scan_frames
 #: An incomplete frame with a payload at least this long is assembled in a
 #: PayloadSink (copied once, in place) rather than in the receive buffer.
 _SINK_MIN = 4096
@@ -197,29 +198,40 @@ class Connection:
     # ------------------------------------------------------------------
     # Receiving
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed bytes read from the network. Then call :meth:`events_received`
-        and :meth:`data_to_send`.
+    def receive_data(self, data: bytes | bytearray | memoryview, end: int | None = None) -> None:
+        """Feed bytes read from the network: ``data``, or its first ``end``
+        bytes. Then call :meth:`events_received` and :meth:`data_to_send`.
 
-        ``data`` may be a view of a buffer the caller reuses: nothing is kept
-        that points into it.
+        ``data`` may be a buffer the caller reuses for its next read: nothing
+        is kept that points into it.
         """
-        if self._discard or not data:
+        if self._discard:
             return
-        sink = self._sink
-        if sink is not None:
-            used = sink.feed(data)
-            if not self._sink_progress() or used == len(data):
-                return
-            data = data[used:]
+        if self._sink is not None or self._buf:
+            if end is not None:
+                data = memoryview(data)[:end]
+                end = None
+            if self._sink is not None:
+                used = self._sink.feed(data)
+                if not self._sink_progress() or used == len(data):
+                    return
+                data = data[used:]
         buf: bytes | bytearray | memoryview
         if self._buf:
             self._buf += data
             buf = self._buf
         else:
             buf = data
-        frames, pos, err = accel.scan_frames(
-            buf, 0, self._masked_in, self.max_size, self._rsv_allowed
+        # Whole messages go straight to the events unless a fragmented
+        # message is in progress (then every frame goes through _deliver).
+        frames, pos, err = _scan_frames(
+            buf,
+            0,
+            self._masked_in,
+            self.max_size,
+            self._rsv_allowed,
+            end,
+            self.events if self._msg_op < 0 else None,
         )
         if frames and not self._deliver(frames):
             return
@@ -227,8 +239,11 @@ class Connection:
             code, reason = err
             self._peer_error(PayloadTooBig(reason) if code == 1009 else ProtocolError(reason, code))
             return
-        n = len(buf)
-        if pos == n:
+        if end is not None:
+            if pos == end:
+                return
+            buf = memoryview(buf)[:end]
+        elif pos == len(buf):
             self._buf = None
             self._peek = None
             return
@@ -245,7 +260,7 @@ class Connection:
             sink.feed(buf, pos + header_len)
             self._sink_progress()
             return
-        if frames or self._buf is None:
+        if pos or self._buf is None:
             self._buf = bytearray(buf[pos:])
             self._peek = None
         if self._msg_op in (-1, Opcode.TEXT) and self._buf[0] & 0x0F in (0, 1):

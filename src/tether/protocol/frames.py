@@ -16,7 +16,7 @@ import enum
 import os
 import struct
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "CLOSE_CODES_SENDABLE",
@@ -320,6 +320,8 @@ def scan_frames(
     masked: bool,
     max_frame: int,
     rsv_allowed: int,
+    end: int | None = None,
+    events: list[Any] | None = None,
 ) -> tuple[list[tuple[int, bytes]], int, FrameError | None]:
     """Turn the bytes of ``buf`` from ``pos`` on into complete frames.
 
@@ -336,11 +338,21 @@ def scan_frames(
     beyond). ``rsv_allowed``: the RSV bits a negotiated extension gives a
     meaning to (0x40 with permessage-deflate).
 
+    ``end``: scan ``buf[:end]`` only (a reused read buffer need not be
+    sliced). ``events``: a list to deliver the leading whole messages to
+    directly: while frames are single-frame text (``0x81``, valid UTF-8) or
+    binary (``0x82``) messages, their ``str`` or ``bytes`` go to ``events``
+    instead of ``frames``; from the first other frame on, frames are returned.
+    Pass it only when no fragmented message is in progress.
+
     Only stateless rules are checked here; the fragmentation rules and the
     meaning of RSV1 are the state machine's.
     """
     frames: list[tuple[int, bytes]] = []
-    end = len(buf)
+    if end is None:
+        end = len(buf)
+    elif not 0 <= end <= len(buf):
+        raise ValueError("end must be within the buffer")
     while True:
         if end - pos < 2:
             return frames, pos, None
@@ -399,8 +411,19 @@ def scan_frames(
             payload = apply_mask(buf[start : start + length], bytes(buf[start - 4 : start]))
         else:
             payload = bytes(buf[start : start + length])
-        frames.append((b0, payload))
         pos = start + length
+        if events is not None:
+            if b0 == 0x82:
+                events.append(payload)
+                continue
+            if b0 == 0x81:
+                try:
+                    events.append(payload.decode())
+                    continue
+                except UnicodeDecodeError:
+                    pass
+            events = None
+        frames.append((b0, payload))
 
 
 def frame_header(
