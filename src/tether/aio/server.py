@@ -131,7 +131,7 @@ class ServerConnection(Connection):
         except Exception as exc:
             self._dispatch_failed(exc)
             return
-        if inspect.isawaitable(decision):
+        if type(decision) is not Upgrade and inspect.isawaitable(decision):
             # Stop reading while the app decides (bytes that arrive anyway
             # are kept for the WebSocket protocol, see above). A decision
             # made at once needs no pause: nothing can arrive meanwhile, and
@@ -219,7 +219,7 @@ class ServerConnection(Connection):
         except Exception as exc:
             self._handler_failed(exc)
             result = None
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             self._task = self._loop.create_task(self._run(result))
         if leftover:
             self.data_received(leftover)
