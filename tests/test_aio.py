@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 
 import pytest
@@ -203,6 +204,22 @@ async def test_wss(server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext) -> No
         async with tether.connect(f"wss://127.0.0.1:{server.port}/", ssl=client_ssl) as ws:
             await ws.send("secret")
             assert await ws.recv() == "secret"
+
+
+async def test_wss_many_tls_records_in_one_read(
+    server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    """asyncio's TLS layer fills the protocol's buffer with several records
+    per read, slicing it between records: every byte must land in place."""
+    sizes = [3, 5000, 20000, 70000, 1 << 20, 17, 40000]
+    payloads = [os.urandom(n) for n in sizes]
+    async with tether.serve(echo_handler, "127.0.0.1", 0, ssl=server_ssl, max_size=None) as server:
+        uri = f"wss://127.0.0.1:{server.port}/"
+        async with tether.connect(uri, ssl=client_ssl, max_size=None, compression=None) as ws:
+            for payload in payloads:  # pipelined: records pile up in the socket
+                await ws.send(payload)
+            for payload in payloads:
+                assert await asyncio.wait_for(ws.recv(), 10) == payload
 
 
 async def test_open_timeout_on_client() -> None:

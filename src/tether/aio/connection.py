@@ -66,12 +66,14 @@ _SCRATCH_SIZE = 256 * 1024
 _thread_scratch = threading.local()
 
 
-def _scratch_buffer() -> bytearray:
+def _scratch_buffer() -> memoryview:
     """This thread's read buffer, shared by all its connections (see
-    Connection.get_buffer)."""
-    scratch: bytearray | None = getattr(_thread_scratch, "buffer", None)
+    Connection.get_buffer). A memoryview, not the bytearray: asyncio's TLS
+    layer reads several records into it through slices (``buf[offset:]``),
+    which must be views; slicing a bytearray would copy, losing the bytes."""
+    scratch: memoryview | None = getattr(_thread_scratch, "view", None)
     if scratch is None:
-        scratch = _thread_scratch.buffer = bytearray(_SCRATCH_SIZE)
+        scratch = _thread_scratch.view = memoryview(bytearray(_SCRATCH_SIZE))
     return scratch
 
 
@@ -213,7 +215,7 @@ class Connection(asyncio.BufferedProtocol):
         limit = self.options.write_limit
         stream.set_write_buffer_limits(high=limit, low=limit // 4)
 
-    def get_buffer(self, sizehint: int) -> memoryview | bytearray:
+    def get_buffer(self, sizehint: int) -> memoryview:
         # Reads go straight into the payload of a large frame that is still
         # arriving (unmasked in place, no copy), and otherwise into a
         # scratch buffer shared by every connection of this thread: the core
@@ -236,7 +238,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         core = self.core
         if core is None:
-            self._handshake_data(bytes(memoryview(self._scratch)[:nbytes]))
+            self._handshake_data(bytes(self._scratch[:nbytes]))
             return
         core.receive_data(self._scratch, nbytes)
         self._handle_events(core)
