@@ -150,21 +150,21 @@ def test_client_reads_large_unmasked_frames_into_the_payload() -> None:
 
 @pytest.mark.parametrize("buffered", [False, True])
 def test_invalid_utf8_in_a_large_text_frame_fails_before_it_ends(buffered: bool) -> None:
-    payload = b"a" * 10000 + b"\xff" + b"b" * 90000
+    payload = b"a" * 40000 + b"\xff" + b"b" * 60000
     frame = build_frame(0x81, payload, b"wxyz")
     core = Connection(Side.SERVER, max_size=None)
-    core.receive_data(frame[:5000])
+    core.receive_data(frame[:26000])  # over a quarter: the payload sink takes over
     assert core.error is None
     if buffered:
         target = core.receive_buffer()
-        assert target is not None and len(target) == len(frame) - 5000
-        target[:10000] = frame[5000:15000]
-        core.receive_into(10000)
+        assert target is not None and len(target) == len(frame) - 26000
+        target[:20000] = frame[26000:46000]
+        core.receive_into(20000)
     else:
-        core.receive_data(frame[5000:15000])
+        core.receive_data(frame[26000:46000])
     assert core.error is not None and core.error.code == 1007
     assert core.receive_buffer() is None  # nothing more is read
-    core.receive_data(frame[15000:])
+    core.receive_data(frame[46000:])
     assert core.events_received() == []
 
 
@@ -197,3 +197,22 @@ async def test_connections_sharing_the_read_buffer_keep_their_own_bytes() -> Non
     async with tether.serve(echo, "127.0.0.1", 0, compression=None, max_size=None) as server:
         uri = f"ws://127.0.0.1:{server.port}/"
         await asyncio.wait_for(asyncio.gather(*(client(uri, s) for s in range(4))), 30)
+
+
+def test_an_announced_frame_is_not_allocated_before_a_quarter_arrives() -> None:
+    """A peer that announces a 1 MiB frame and sends 10 bytes must not make us
+    allocate 1 MiB: the payload sink waits for a quarter of the frame."""
+    payload = random.randbytes(1 << 20)
+    frame = build_frame(0x82, payload, b"abcd")
+    core = Connection(Side.SERVER, max_size=None)
+    core.receive_data(frame[:24])
+    assert core.receive_buffer() is None and core._sink is None
+    assert core._buf is not None and len(core._buf) == 24
+    quarter = len(frame) // 4 + 1
+    core.receive_data(frame[24:quarter])
+    target = core.receive_buffer()
+    assert target is not None and len(target) == len(frame) - quarter
+    assert core._buf is None
+    target[:] = frame[quarter:]
+    core.receive_into(len(target))
+    assert core.events_received() == [payload]

@@ -248,10 +248,13 @@ class Connection:
             self._peek = None
             return
         header = frame_header(buf, pos)
-        if header is not None and header[1] >= _SINK_MIN:
+        if header is not None and header[1] >= _SINK_MIN and (len(buf) - pos) * 4 >= header[1]:
             # A large frame whose payload is still arriving (its header was
             # vetted by scan_frames): assemble the payload in place, one copy,
-            # instead of growing the receive buffer and slicing it out.
+            # instead of growing the receive buffer and slicing it out. The
+            # sink allocates the whole payload, so it waits until a quarter of
+            # the frame is in: a peer that announces a large frame and stalls
+            # makes us hold at most 4x what it actually sent.
             b0, length, header_len, mask = header
             self._sink = sink = accel.PayloadSink(length, mask)
             self._sink_b0 = b0
