@@ -229,18 +229,15 @@ class Connection(asyncio.BufferedProtocol):
         return self._scratch
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._lent:
-            self._lent = False
-            core = self.core
-            assert core is not None
-            core.receive_into(nbytes)
-            self._handle_events(core)
-            return
         core = self.core
         if core is None:
             self._handshake_data(bytes(self._scratch[:nbytes]))
             return
-        core.receive_data(self._scratch, nbytes)
+        if self._lent:
+            self._lent = False
+            core.receive_into(nbytes)
+        else:
+            core.receive_data(self._scratch, nbytes)
         self._handle_events(core)
 
     def data_received(self, data: bytes | bytearray | memoryview) -> None:

@@ -307,25 +307,9 @@ class Connection:
     def _deliver(self, frames: list[tuple[int, bytes]]) -> bool:
         """Turn complete frames into events. False if the peer broke the
         protocol (the rest of the input is then ignored)."""
-        events = self.events
+        # Whole single-frame messages at the start of a read were delivered
+        # by scan_frames already (events=); what is left takes the full path.
         for b0, payload in frames:
-            # Fast path: a whole text or binary message in one frame, with no
-            # fragmented message in progress and no compression.
-            if self._msg_op < 0:
-                if b0 == 0x82:
-                    events.append(payload)
-                    continue
-                if b0 == 0x81:
-                    try:
-                        events.append(payload.decode())
-                    except UnicodeDecodeError:
-                        # Section 8.1: "When an endpoint is to interpret a byte
-                        # stream as UTF-8 but finds that the byte stream is not,
-                        # in fact, a valid UTF-8 stream, that endpoint MUST _Fail
-                        # the WebSocket Connection_."
-                        self._peer_error(ProtocolError("invalid UTF-8 in text message", 1007))
-                        return False
-                    continue
             self._frame(b0, payload)
             if self._discard:
                 return False
@@ -389,6 +373,10 @@ class Connection:
                 try:
                     data = self._msg_decoder.decode(payload, bool(fin))
                 except UnicodeDecodeError:
+                    # Section 8.1: "When an endpoint is to interpret a byte
+                    # stream as UTF-8 but finds that the byte stream is not,
+                    # in fact, a valid UTF-8 stream, that endpoint MUST _Fail
+                    # the WebSocket Connection_."
                     raise ProtocolError("invalid UTF-8 in text message", 1007) from None
         except ProtocolError as exc:
             self._peer_error(exc)
