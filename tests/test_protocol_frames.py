@@ -182,21 +182,35 @@ def test_payload_sink_feed_and_read_into() -> None:
         sink.feed(b"x")
 
 
-def test_payload_sink_rejects_bad_input() -> None:
-    from tether.protocol.frames import PayloadSink
+# Every PayloadSink in use: the pure one, and the compiled one when it is on.
+SINKS = sorted({pure.PayloadSink, accel.PayloadSink}, key=lambda cls: cls.__module__)
 
+
+@pytest.mark.parametrize("cls", SINKS, ids=lambda cls: cls.__module__)
+def test_payload_sink_rejects_bad_input(cls: type) -> None:
     with pytest.raises(ValueError, match="mask must be 4 bytes"):
-        PayloadSink(10, b"abc")
+        cls(10, b"abc")
     with pytest.raises(ValueError, match="size must be >= 0"):
-        PayloadSink(-1)
-    sink = PayloadSink(4)
+        cls(-1)
+    sink = cls(4, b"\x01\x02\x03\x04")
     with pytest.raises(ValueError, match="start out of range"):
         sink.feed(b"ab", 3)
     with pytest.raises(ValueError, match="more bytes written"):
         sink.written(5)
     with pytest.raises(ValueError, match="outside the filled"):
         sink.peek(0, 1)
+    with pytest.raises(ValueError, match="incomplete: 0 of 4"):
+        sink.take()
     sink.feed(b"abcd")
+    assert (sink.size, sink.filled, sink.remaining) == (4, 4, 0)
     with pytest.raises(BufferError, match="no room left"):
         sink.buffer()
-    assert sink.take() == b"abcd"
+    assert sink.take() == b"\x60\x60\x60\x60"  # "abcd" unmasked
+    with pytest.raises(ValueError, match="already taken"):
+        sink.take()
+    with pytest.raises(ValueError, match="already taken"):
+        sink.buffer()
+    with pytest.raises(ValueError, match="already taken"):
+        sink.feed(b"x")
+    with pytest.raises(ValueError, match="already taken"):
+        sink.written(0)
