@@ -47,7 +47,7 @@ class OptionalBuildExt(build_ext):
     @staticmethod
     def _warn(exc: BaseException) -> None:
         print(
-            "WARNING: the C extension tether._speedups could not be built "
+            "WARNING: a C extension of tether could not be built "
             f"({type(exc).__name__}: {exc}); tether will use the pure-Python "
             "hot path, which is slower.",
             file=sys.stderr,
@@ -65,5 +65,15 @@ if sys.implementation.name == "cpython":
             optional=True,
         )
     )
+    if sys.platform.startswith("linux"):
+        # Compiled transports over epoll (tether/aio/transports.py uses them
+        # on asyncio's selector loop; elsewhere asyncio's own ones).
+        ext_modules.append(
+            Extension(
+                "tether._transport",
+                sources=["src/tether/_transport.c"],
+                optional=True,
+            )
+        )
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt})

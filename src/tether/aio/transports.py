@@ -1,15 +1,19 @@
 """Which transports the asyncio layer opens: compiled ones when it can.
 
-``fastnet`` is the ``aiofastnet`` module (compiled asyncio transports, the
-``tether[fast]`` extra, by picows' author) when it is installed and the
-compiled accelerator is on, else ``None``. Most of a small message's cost is
-the transport, not the WebSocket code: with it, the per-message path is
-compiled end to end. ``TETHER_NO_FASTNET=1`` turns it off alone;
-``TETHER_NO_SPEEDUPS=1`` turns it off with the rest.
+On asyncio's own selector loop on Linux, without TLS, servers accept with
+:mod:`tether._transport` (built with the package): the sockets of a loop
+share one epoll instance that the loop watches as a single descriptor, and
+a C callback accepts, reads and writes for all of them. That removes, per
+connection, asyncio's Handle, selector key and Python accept path, and per
+readiness event, the trip through ``selectors.py`` and ``Handle._run``.
+``TETHER_NO_CTRANSPORT=1`` turns it off alone.
 
-It is used only on asyncio's own selector loop and without TLS: uvloop's
-transports are compiled already (aiofastnet on uvloop measured 3x slower than
-uvloop alone), and TLS stays on asyncio's transports.
+Clients, TLS and the other loops go through ``fastnet`` when it applies: the
+``aiofastnet`` module (compiled asyncio transports, the ``tether[fast]``
+extra, by picows' author) when it is installed, else asyncio's transports.
+``TETHER_NO_FASTNET=1`` turns aiofastnet off alone; ``TETHER_NO_SPEEDUPS=1``
+turns off both with the rest of the accelerator. uvloop's transports are
+compiled already and are used as they are.
 
 What to call next: nothing; :func:`create_connection` and
 :func:`create_server` are what the client and the server call.
@@ -19,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from typing import Any
 
 from tether.protocol import accel
 
-__all__ = ["create_connection", "create_server", "fastnet"]
+__all__ = ["CompiledServer", "compiled", "create_connection", "create_server", "fastnet"]
 
 fastnet: Any = None
 if accel.SPEEDUPS and not os.environ.get("TETHER_NO_FASTNET"):
@@ -31,6 +36,13 @@ if accel.SPEEDUPS and not os.environ.get("TETHER_NO_FASTNET"):
         import aiofastnet as fastnet
     except ImportError:  # the optional extra is not installed
         fastnet = None
+
+compiled: Any = None
+if accel.SPEEDUPS and not os.environ.get("TETHER_NO_CTRANSPORT"):
+    try:
+        from tether import _transport as compiled
+    except ImportError:  # not Linux, or the extension failed to build
+        compiled = None
 
 
 def _fastnet_for(loop: asyncio.AbstractEventLoop, kwargs: dict[str, Any]) -> Any:
@@ -43,11 +55,21 @@ def _fastnet_for(loop: asyncio.AbstractEventLoop, kwargs: dict[str, Any]) -> Any
     return None
 
 
+def _poller(loop: asyncio.AbstractEventLoop) -> Any:
+    """The loop's :class:`tether._transport.Poller` (one per loop, kept on
+    the loop so that both go away together)."""
+    poller = getattr(loop, "_tether_poller", None)
+    if poller is None:
+        poller = compiled.Poller(loop)
+        loop._tether_poller = poller  # type: ignore[attr-defined]
+    return poller
+
+
 def create_connection(loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> Any:
     """``loop.create_connection``, through aiofastnet when it applies."""
-    compiled = _fastnet_for(loop, kwargs)
-    if compiled is not None:
-        return compiled.create_connection(loop, *args, **kwargs)
+    fast = _fastnet_for(loop, kwargs)
+    if fast is not None:
+        return fast.create_connection(loop, *args, **kwargs)
     if not isinstance(loop, asyncio.BaseEventLoop):
         # uvloop's create_connection has no happy_eyeballs_delay: it tries
         # the addresses one after the other.
@@ -55,9 +77,69 @@ def create_connection(loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any
     return loop.create_connection(*args, **kwargs)
 
 
+class CompiledServer:
+    """What :func:`create_server` returns on the compiled path: the part of
+    :class:`asyncio.Server` that tether uses (``sockets``, ``close``,
+    ``wait_closed``, ``is_serving``, ``get_loop``). asyncio creates and binds
+    the sockets (every address of ``host``, dual stack, reuse options);
+    :class:`tether._transport.Listener` listens and accepts."""
+
+    def __init__(self, server: asyncio.Server, listeners: list[Any]) -> None:
+        self._server = server
+        self._listeners = listeners
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        return self._server.sockets
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._server.get_loop()
+
+    def is_serving(self) -> bool:
+        return bool(self._listeners)
+
+    def close(self) -> None:
+        """Stop accepting and close the listening sockets (connections
+        already accepted stay open)."""
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener.close()  # out of the epoll set before the socket closes
+        self._server.close()
+
+    async def wait_closed(self) -> None:
+        await self._server.wait_closed()
+
+
+async def _compiled_server(
+    loop: asyncio.AbstractEventLoop, factory: Any, *args: Any, **kwargs: Any
+) -> CompiledServer:
+    backlog = kwargs.get("backlog", 100)
+    server = await loop.create_server(factory, *args, start_serving=False, **kwargs)
+    poller = _poller(loop)
+    listeners = []
+    try:
+        for sock in server.sockets:
+            tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+            listeners.append(compiled.Listener(poller, sock.fileno(), factory, backlog, tcp))
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        server.close()
+        raise
+    return CompiledServer(server, listeners)
+
+
 def create_server(loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> Any:
-    """``loop.create_server``, through aiofastnet when it applies."""
-    compiled = _fastnet_for(loop, kwargs)
-    if compiled is not None:
-        return compiled.create_server(loop, *args, **kwargs)
+    """``loop.create_server``: tether's compiled transports on asyncio's
+    selector loop without TLS (see the module docstring), else aiofastnet
+    when it applies, else the loop's own."""
+    if (
+        compiled is not None
+        and kwargs.get("ssl") is None
+        and isinstance(loop, asyncio.SelectorEventLoop)
+    ):
+        return _compiled_server(loop, *args, **kwargs)
+    fast = _fastnet_for(loop, kwargs)
+    if fast is not None:
+        return fast.create_server(loop, *args, **kwargs)
     return loop.create_server(*args, **kwargs)

@@ -1,0 +1,1481 @@
+/* tether._transport: compiled TCP transports for asyncio's selector loop
+ * (Linux).
+ *
+ * asyncio's own transports register every socket with the loop's selector:
+ * one Handle and one SelectorKey per connection, and a trip through
+ * selectors.py, _process_events and Handle._run for every readiness event.
+ * Here the sockets of a loop share one epoll instance of their own (a
+ * Poller); the loop watches only that epoll descriptor (epoll instances are
+ * pollable), and one C callback reads every ready socket:
+ *
+ *   Poller(loop)                      one per event loop (transports.py)
+ *   Listener(poller, fd, factory)     accepts with accept4(), makes a
+ *                                     Transport per connection and calls
+ *                                     protocol.connection_made() at once
+ *   Transport(poller, fd, protocol)   asyncio.Transport's methods over a
+ *                                     connected socket it owns
+ *
+ * Protocols are asyncio.BufferedProtocol (get_buffer/buffer_updated, one
+ * recv_into per readiness event) or asyncio.Protocol (data_received).
+ * Semantics follow asyncio's _SelectorSocketTransport: writes go straight
+ * to send() while nothing is queued; the rest waits for EPOLLOUT; the
+ * protocol's pause_writing()/resume_writing() follow the high/low water
+ * marks; connection_lost() is called from the loop (call_soon), never from
+ * inside close() or abort(). An idle connection costs the Transport object
+ * alone: no per-connection buffer, Handle or key.
+ *
+ * What to call next: nothing here directly; tether/aio/transports.py wraps
+ * it as create_server() and create_connection().
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#ifdef __linux__
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* Readiness events taken per epoll_wait() from one loop callback: more stay
+ * pending (level-triggered) and come back on the loop's next iteration, so
+ * one busy poller cannot starve the loop's other callbacks. */
+#define MAX_EVENTS 128
+/* Buffers handed to one writev(). */
+#define MAX_IOV 64
+#define DEFAULT_HIGH_WATER (64 * 1024)
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *loop;      /* strong while epfd >= 0 */
+    PyObject *poll_cb;   /* bound self._poll, given to loop.add_reader */
+    PyObject *graveyard; /* objects unregistered while dispatching */
+    int epfd;
+    int dispatching;
+    Py_ssize_t registered; /* objects in the epoll set */
+    Py_ssize_t attached;   /* open transports and listeners */
+} Poller;
+
+/* Common head of what a poller dispatches to. */
+typedef struct {
+    PyObject_HEAD
+    Poller *poller;
+    int fd;
+    uint32_t events; /* registered epoll events; 0: not registered */
+    int in_poller;   /* holds a reference from the poller */
+    int attached;    /* counted in poller->attached */
+} Pollable;
+
+typedef struct {
+    PyObject_HEAD
+    Poller *poller;
+    int fd;
+    uint32_t events;
+    int in_poller;
+    int attached;
+    PyObject *protocol;
+    PyObject *pending;   /* list of bytes waiting for EPOLLOUT, or NULL */
+    PyObject *sock;      /* socket.socket made by get_extra_info("socket") */
+    Py_ssize_t head_off; /* bytes of pending[0] already sent */
+    Py_ssize_t buffered; /* bytes in pending, minus head_off */
+    Py_ssize_t high_water, low_water;
+    unsigned closing : 1;
+    unsigned reading_paused : 1;
+    unsigned protocol_paused : 1;
+    unsigned eof_pending : 1;
+    unsigned eof_sent : 1;
+    unsigned lost_scheduled : 1;
+    unsigned buffered_protocol : 1;
+} Transport;
+
+typedef struct {
+    PyObject_HEAD
+    Poller *poller;
+    int fd;
+    uint32_t events;
+    int in_poller;
+    int attached;
+    PyObject *factory;
+    int backlog;
+    int nodelay;
+    int paused;
+} Listener;
+
+static PyTypeObject Poller_Type, Transport_Type, Listener_Type;
+
+/* PyErr_GetRaisedException/SetRaisedException, which Python 3.11 lacks. */
+static PyObject *
+fetch_exc(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+static void
+restore_exc(PyObject *exc)
+{
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+}
+
+/* Interned method names. */
+static PyObject *s_get_buffer, *s_buffer_updated, *s_data_received,
+    *s_eof_received, *s_connection_lost, *s_connection_made, *s_pause_writing,
+    *s_resume_writing, *s_call_soon, *s_call_later, *s_add_reader,
+    *s_remove_reader, *s_call_exception_handler, *s_call_connection_lost,
+    *s_resume_accepting;
+static PyObject *socket_socket; /* socket.socket */
+
+/* ------------------------------------------------------------------------
+ * Poller
+ */
+
+static int
+poller_open(Poller *self)
+{
+    if (self->epfd >= 0)
+        return 0;
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    PyObject *fd = PyLong_FromLong(epfd);
+    PyObject *r = fd ? PyObject_CallMethodObjArgs(self->loop, s_add_reader, fd, self->poll_cb, NULL)
+                     : NULL;
+    Py_XDECREF(fd);
+    if (r == NULL) {
+        close(epfd);
+        return -1;
+    }
+    Py_DECREF(r);
+    self->epfd = epfd;
+    return 0;
+}
+
+/* The last transport or listener is gone: give the descriptor back to the
+ * system and stop watching it, so a loop that closes later leaks nothing. */
+static void
+poller_shut(Poller *self)
+{
+    if (self->epfd < 0 || self->attached > 0 || self->dispatching)
+        return;
+    PyObject *fd = PyLong_FromLong(self->epfd);
+    if (fd != NULL) {
+        PyObject *r = PyObject_CallMethodObjArgs(self->loop, s_remove_reader, fd, NULL);
+        if (r == NULL)
+            PyErr_WriteUnraisable((PyObject *)self);
+        Py_XDECREF(r);
+        Py_DECREF(fd);
+    }
+    else {
+        PyErr_WriteUnraisable((PyObject *)self);
+    }
+    close(self->epfd);
+    self->epfd = -1;
+}
+
+static int
+pollable_attach(Pollable *obj)
+{
+    if (obj->attached)
+        return 0;
+    if (poller_open(obj->poller) < 0)
+        return -1;
+    obj->attached = 1;
+    obj->poller->attached++;
+    return 0;
+}
+
+static int pollable_set_events(Pollable *obj, uint32_t events);
+
+static void
+pollable_detach(Pollable *obj)
+{
+    if (!obj->attached)
+        return;
+    if (pollable_set_events(obj, 0) < 0)
+        PyErr_WriteUnraisable((PyObject *)obj);
+    obj->attached = 0;
+    obj->poller->attached--;
+    poller_shut(obj->poller);
+}
+
+static int
+pollable_set_events(Pollable *obj, uint32_t events)
+{
+    Poller *p = obj->poller;
+    if (events == obj->events)
+        return 0;
+    struct epoll_event ev;
+    ev.events = events;
+    ev.data.ptr = obj;
+    if (obj->events == 0) {
+        if (!obj->attached || p->epfd < 0) {
+            PyErr_SetString(PyExc_RuntimeError, "the socket is not attached to its poller");
+            return -1;
+        }
+        if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, obj->fd, &ev) < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (!obj->in_poller) {
+            Py_INCREF(obj);
+            obj->in_poller = 1;
+            p->registered++;
+        }
+    }
+    else if (events == 0) {
+        epoll_ctl(p->epfd, EPOLL_CTL_DEL, obj->fd, &ev);
+    }
+    else if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, obj->fd, &ev) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    obj->events = events;
+    if (events == 0 && obj->in_poller) {
+        obj->in_poller = 0;
+        p->registered--;
+        if (p->dispatching) {
+            /* events[] of the batch being dispatched may still point at it */
+            int rc = PyList_Append(p->graveyard, (PyObject *)obj);
+            Py_DECREF(obj);
+            if (rc < 0)
+                return -1;
+        }
+        else {
+            Py_DECREF(obj);
+        }
+    }
+    return 0;
+}
+
+static void transport_on_events(Transport *t, uint32_t events);
+static void listener_on_events(Listener *l);
+
+static PyObject *
+Poller_poll(Poller *self, PyObject *Py_UNUSED(ignored))
+{
+    struct epoll_event events[MAX_EVENTS];
+    if (self->epfd < 0)
+        Py_RETURN_NONE;
+    int n = epoll_wait(self->epfd, events, MAX_EVENTS, 0);
+    if (n < 0) {
+        if (errno == EINTR)
+            Py_RETURN_NONE;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_INCREF(self);
+    self->dispatching++;
+    for (int i = 0; i < n; i++) {
+        Pollable *obj = (Pollable *)events[i].data.ptr;
+        if (!obj->in_poller)
+            continue; /* unregistered earlier in this batch */
+        Py_INCREF(obj);
+        if (Py_IS_TYPE(obj, &Transport_Type))
+            transport_on_events((Transport *)obj, events[i].events);
+        else
+            listener_on_events((Listener *)obj);
+        Py_DECREF(obj);
+        if (PyErr_Occurred())
+            break; /* KeyboardInterrupt, SystemExit: the loop stops */
+    }
+    self->dispatching--;
+    if (!self->dispatching) {
+        if (PyList_GET_SIZE(self->graveyard) > 0)
+            PyList_SetSlice(self->graveyard, 0, PY_SSIZE_T_MAX, NULL);
+        poller_shut(self);
+    }
+    Py_DECREF(self);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Poller_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"loop", NULL};
+    PyObject *loop;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Poller", kwlist, &loop))
+        return NULL;
+    Poller *self = (Poller *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->epfd = -1;
+    self->loop = Py_NewRef(loop);
+    self->graveyard = PyList_New(0);
+    self->poll_cb = self->graveyard ? PyObject_GetAttrString((PyObject *)self, "_poll") : NULL;
+    if (self->poll_cb == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+Poller_traverse(Poller *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->loop);
+    Py_VISIT(self->poll_cb);
+    Py_VISIT(self->graveyard);
+    return 0;
+}
+
+static int
+Poller_clear(Poller *self)
+{
+    Py_CLEAR(self->poll_cb);
+    Py_CLEAR(self->graveyard);
+    Py_CLEAR(self->loop);
+    return 0;
+}
+
+static void
+Poller_dealloc(Poller *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->epfd >= 0)
+        close(self->epfd); /* only with transports leaked past their loop */
+    Poller_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Poller_get_registered(Poller *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->registered);
+}
+
+static PyObject *
+Poller_get_loop(Poller *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->loop);
+}
+
+static PyMethodDef Poller_methods[] = {
+    {"_poll", (PyCFunction)Poller_poll, METH_NOARGS,
+     "Dispatch the ready sockets (the loop calls this)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Poller_getset[] = {
+    {"registered", (getter)Poller_get_registered, NULL,
+     "Sockets (connections and listeners) watched now.", NULL},
+    {"loop", (getter)Poller_get_loop, NULL, "The event loop.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject Poller_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tether._transport.Poller",
+    .tp_doc = "Poller(loop): one epoll instance for a loop's tether sockets.",
+    .tp_basicsize = sizeof(Poller),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = Poller_new,
+    .tp_dealloc = (destructor)Poller_dealloc,
+    .tp_traverse = (traverseproc)Poller_traverse,
+    .tp_clear = (inquiry)Poller_clear,
+    .tp_methods = Poller_methods,
+    .tp_getset = Poller_getset,
+};
+
+/* ------------------------------------------------------------------------
+ * Reporting errors the way asyncio's transports do.
+ */
+
+static void
+report(PyObject *loop, const char *message, PyObject *exc, PyObject *transport, PyObject *protocol)
+{
+    PyObject *ctx = Py_BuildValue("{s:s,s:O,s:O,s:O}", "message", message, "exception", exc,
+                                  "transport", transport, "protocol",
+                                  protocol ? protocol : Py_None);
+    PyObject *r = ctx ? PyObject_CallMethodObjArgs(loop, s_call_exception_handler, ctx, NULL)
+                      : NULL;
+    if (r == NULL)
+        PyErr_WriteUnraisable(loop);
+    Py_XDECREF(r);
+    Py_XDECREF(ctx);
+}
+
+/* ------------------------------------------------------------------------
+ * Transport
+ */
+
+static int
+transport_want(Transport *t)
+{
+    uint32_t ev = 0;
+    if (t->fd < 0)
+        return 0;
+    if (!t->closing && !t->reading_paused)
+        ev |= EPOLLIN;
+    if (t->pending != NULL && PyList_GET_SIZE(t->pending) > 0)
+        ev |= EPOLLOUT;
+    return pollable_set_events((Pollable *)t, ev);
+}
+
+/* Stop everything and let the loop call connection_lost(exc) soon. */
+static void
+transport_force_close(Transport *t, PyObject *exc)
+{
+    if (t->lost_scheduled)
+        return;
+    t->closing = 1;
+    t->lost_scheduled = 1;
+    Py_CLEAR(t->pending);
+    t->buffered = 0;
+    t->head_off = 0;
+    if (pollable_set_events((Pollable *)t, 0) < 0)
+        PyErr_WriteUnraisable((PyObject *)t);
+    Poller *p = t->poller;
+    PyObject *cb = PyObject_GetAttr((PyObject *)t, s_call_connection_lost);
+    PyObject *r = cb ? PyObject_CallMethodObjArgs(p->loop, s_call_soon, cb, exc ? exc : Py_None, NULL)
+                     : NULL;
+    if (r == NULL)
+        PyErr_WriteUnraisable((PyObject *)t);
+    Py_XDECREF(r);
+    Py_XDECREF(cb);
+}
+
+/* The current exception ends the connection; asyncio reports everything but
+ * the usual disconnections to the loop's exception handler. */
+static void
+transport_fatal(Transport *t, const char *message)
+{
+    PyObject *exc = fetch_exc();
+    if (!PyErr_GivenExceptionMatches(exc, PyExc_OSError)) {
+        if (PyErr_GivenExceptionMatches(exc, PyExc_Exception))
+            report(t->poller->loop, message, exc, (PyObject *)t, t->protocol);
+        else {
+            /* KeyboardInterrupt, SystemExit: let them through after closing */
+            transport_force_close(t, exc);
+            restore_exc(exc);
+            return;
+        }
+    }
+    transport_force_close(t, exc);
+    Py_DECREF(exc);
+}
+
+static void
+transport_fatal_errno(Transport *t, int err, const char *message)
+{
+    errno = err;
+    PyErr_SetFromErrno(PyExc_OSError);
+    transport_fatal(t, message);
+}
+
+static void
+transport_maybe_pause(Transport *t)
+{
+    if (t->protocol_paused || t->buffered <= t->high_water)
+        return;
+    t->protocol_paused = 1;
+    PyObject *r = PyObject_CallMethodNoArgs(t->protocol, s_pause_writing);
+    if (r == NULL) {
+        PyObject *exc = fetch_exc();
+        report(t->poller->loop, "protocol.pause_writing() failed", exc, (PyObject *)t,
+               t->protocol);
+        Py_DECREF(exc);
+    }
+    Py_XDECREF(r);
+}
+
+static void
+transport_maybe_resume(Transport *t)
+{
+    if (!t->protocol_paused || t->buffered > t->low_water)
+        return;
+    t->protocol_paused = 0;
+    PyObject *r = PyObject_CallMethodNoArgs(t->protocol, s_resume_writing);
+    if (r == NULL) {
+        PyObject *exc = fetch_exc();
+        report(t->poller->loop, "protocol.resume_writing() failed", exc, (PyObject *)t,
+               t->protocol);
+        Py_DECREF(exc);
+    }
+    Py_XDECREF(r);
+}
+
+/* Queue bytes for EPOLLOUT: a bytes object is kept as is, anything else is
+ * copied (the caller may reuse its buffer). */
+static int
+transport_queue(Transport *t, PyObject *data, const char *buf, Py_ssize_t len)
+{
+    PyObject *chunk;
+    if (PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) == len &&
+        PyBytes_AS_STRING(data) == buf)
+        chunk = Py_NewRef(data);
+    else
+        chunk = PyBytes_FromStringAndSize(buf, len);
+    if (chunk == NULL)
+        return -1;
+    if (t->pending == NULL) {
+        t->pending = PyList_New(0);
+        if (t->pending == NULL) {
+            Py_DECREF(chunk);
+            return -1;
+        }
+    }
+    int rc = PyList_Append(t->pending, chunk);
+    Py_DECREF(chunk);
+    if (rc < 0)
+        return -1;
+    t->buffered += len;
+    return 0;
+}
+
+static int transport_flush(Transport *t);
+
+static void
+transport_do_eof(Transport *t)
+{
+    if (!t->eof_sent && t->fd >= 0) {
+        t->eof_sent = 1;
+        shutdown(t->fd, SHUT_WR);
+    }
+}
+
+/* Everything queued has been sent. */
+static void
+transport_drained(Transport *t)
+{
+    transport_maybe_resume(t);
+    if (t->closing && !t->lost_scheduled) {
+        transport_force_close(t, NULL);
+        return;
+    }
+    if (t->eof_pending)
+        transport_do_eof(t);
+    if (transport_want(t) < 0)
+        transport_fatal(t, "Fatal error on transport (epoll)");
+}
+
+/* Send what is queued, as much as the kernel takes now. */
+static int
+transport_flush(Transport *t)
+{
+    struct iovec iov[MAX_IOV];
+    while (t->pending != NULL && PyList_GET_SIZE(t->pending) > 0) {
+        Py_ssize_t n = PyList_GET_SIZE(t->pending);
+        int cnt = 0;
+        for (Py_ssize_t i = 0; i < n && cnt < MAX_IOV; i++, cnt++) {
+            PyObject *b = PyList_GET_ITEM(t->pending, i);
+            Py_ssize_t off = i == 0 ? t->head_off : 0;
+            iov[cnt].iov_base = PyBytes_AS_STRING(b) + off;
+            iov[cnt].iov_len = (size_t)(PyBytes_GET_SIZE(b) - off);
+        }
+        ssize_t sent = writev(t->fd, iov, cnt);
+        if (sent < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return 0;
+            transport_fatal_errno(t, errno, "Fatal write error on socket transport");
+            return -1;
+        }
+        t->buffered -= sent;
+        Py_ssize_t done = 0;
+        Py_ssize_t left = sent;
+        while (done < n) {
+            PyObject *b = PyList_GET_ITEM(t->pending, done);
+            Py_ssize_t avail = PyBytes_GET_SIZE(b) - t->head_off;
+            if (left < avail) {
+                t->head_off += left;
+                break;
+            }
+            left -= avail;
+            t->head_off = 0;
+            done++;
+        }
+        if (done > 0 && PyList_SetSlice(t->pending, 0, done, NULL) < 0)
+            return -1;
+        if (done < cnt)
+            return 0; /* the kernel's buffer is full */
+    }
+    transport_drained(t);
+    return 0;
+}
+
+/* close(): stop reading, and end once what is queued has been sent. */
+static int
+transport_close(Transport *t)
+{
+    if (t->closing)
+        return 0;
+    t->closing = 1;
+    if (t->pending == NULL || PyList_GET_SIZE(t->pending) == 0) {
+        transport_force_close(t, NULL);
+        return 0;
+    }
+    return transport_want(t);
+}
+
+static void
+transport_on_events(Transport *t, uint32_t events)
+{
+    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && t->pending != NULL &&
+        PyList_GET_SIZE(t->pending) > 0) {
+        if (transport_flush(t) < 0)
+            return;
+    }
+    if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP)) || t->closing || t->reading_paused ||
+        t->fd < 0)
+        return;
+    PyObject *protocol = Py_NewRef(t->protocol);
+    if (t->buffered_protocol) {
+        static PyObject *minus_one = NULL;
+        if (minus_one == NULL)
+            minus_one = PyLong_FromLong(-1);
+        PyObject *buf = PyObject_CallMethodOneArg(protocol, s_get_buffer, minus_one);
+        if (buf == NULL) {
+            transport_fatal(t, "Fatal error: protocol.get_buffer() call failed.");
+            goto done;
+        }
+        Py_buffer view;
+        if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
+            Py_DECREF(buf);
+            transport_fatal(t, "Fatal error: protocol.get_buffer() call failed.");
+            goto done;
+        }
+        if (view.len == 0) {
+            PyBuffer_Release(&view);
+            Py_DECREF(buf);
+            PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
+            transport_fatal(t, "Fatal error: protocol.get_buffer() call failed.");
+            goto done;
+        }
+        ssize_t n = recv(t->fd, view.buf, (size_t)view.len, 0);
+        int err = errno;
+        PyBuffer_Release(&view);
+        Py_DECREF(buf);
+        if (n > 0) {
+            PyObject *nb = PyLong_FromSsize_t(n);
+            PyObject *r = nb ? PyObject_CallMethodOneArg(protocol, s_buffer_updated, nb) : NULL;
+            Py_XDECREF(nb);
+            if (r == NULL)
+                transport_fatal(t, "Fatal error: protocol.buffer_updated() call failed.");
+            Py_XDECREF(r);
+            goto done;
+        }
+        if (n < 0) {
+            if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR)
+                transport_fatal_errno(t, err, "Fatal read error on socket transport");
+            goto done;
+        }
+    }
+    else {
+        char stack[65536];
+        ssize_t n = recv(t->fd, stack, sizeof(stack), 0);
+        int err = errno;
+        if (n > 0) {
+            PyObject *data = PyBytes_FromStringAndSize(stack, n);
+            PyObject *r = data ? PyObject_CallMethodOneArg(protocol, s_data_received, data) : NULL;
+            Py_XDECREF(data);
+            if (r == NULL)
+                transport_fatal(t, "Fatal error: protocol.data_received() call failed.");
+            Py_XDECREF(r);
+            goto done;
+        }
+        if (n < 0) {
+            if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR)
+                transport_fatal_errno(t, err, "Fatal read error on socket transport");
+            goto done;
+        }
+    }
+    /* n == 0: the peer sent its FIN */
+    {
+        PyObject *keep = PyObject_CallMethodNoArgs(protocol, s_eof_received);
+        if (keep == NULL) {
+            transport_fatal(t, "Fatal error: protocol.eof_received() call failed.");
+            goto done;
+        }
+        int keep_open = PyObject_IsTrue(keep);
+        Py_DECREF(keep);
+        if (keep_open < 0) {
+            transport_fatal(t, "Fatal error: protocol.eof_received() call failed.");
+            goto done;
+        }
+        if (t->closing)
+            goto done;
+        if (keep_open) {
+            t->reading_paused = 1; /* nothing more will come */
+            if (transport_want(t) < 0)
+                transport_fatal(t, "Fatal error on transport (epoll)");
+        }
+        else if (transport_close(t) < 0) {
+            transport_fatal(t, "Fatal error on transport (epoll)");
+        }
+    }
+done:
+    Py_DECREF(protocol);
+}
+
+static Transport *
+transport_create(PyTypeObject *type, Poller *poller, int fd, PyObject *protocol)
+{
+    Transport *t = (Transport *)type->tp_alloc(type, 0);
+    if (t == NULL)
+        return NULL;
+    t->poller = (Poller *)Py_NewRef(poller);
+    t->fd = fd;
+    t->protocol = Py_NewRef(protocol);
+    t->high_water = DEFAULT_HIGH_WATER;
+    t->low_water = DEFAULT_HIGH_WATER / 4;
+    int has = PyObject_HasAttr(protocol, s_get_buffer);
+    t->buffered_protocol = has ? 1 : 0;
+    if (pollable_attach((Pollable *)t) < 0) {
+        t->fd = -1; /* not ours yet: the caller closes it */
+        Py_DECREF(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* Register for reading, then tell the protocol: it may write, pause reading
+ * or close from connection_made() itself. */
+static int
+transport_start(Transport *t)
+{
+    if (transport_want(t) < 0)
+        return -1;
+    PyObject *r = PyObject_CallMethodOneArg(t->protocol, s_connection_made, (PyObject *)t);
+    if (r == NULL) {
+        transport_fatal(t, "Fatal error: protocol.connection_made() call failed.");
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *
+Transport_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"poller", "fd", "protocol", NULL};
+    Poller *poller;
+    int fd;
+    PyObject *protocol;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!iO:Transport", kwlist, &Poller_Type, &poller,
+                                     &fd, &protocol))
+        return NULL;
+    if (fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "fd must be a connected socket's descriptor");
+        return NULL;
+    }
+    Transport *t = transport_create(type, poller, fd, protocol);
+    if (t == NULL)
+        return NULL;
+    if (transport_start(t) < 0) {
+        t->fd = -1; /* the caller still owns the descriptor */
+        Py_DECREF(t);
+        return NULL;
+    }
+    return (PyObject *)t;
+}
+
+static void
+transport_release_fd(Transport *t)
+{
+    if (t->fd < 0)
+        return;
+    pollable_detach((Pollable *)t);
+    if (t->sock != NULL) {
+        PyObject *r = PyObject_CallMethod(t->sock, "close", NULL);
+        if (r == NULL)
+            PyErr_WriteUnraisable((PyObject *)t);
+        Py_XDECREF(r);
+        Py_CLEAR(t->sock);
+    }
+    else {
+        close(t->fd);
+    }
+    t->fd = -1;
+}
+
+static int
+Transport_traverse(Transport *t, visitproc visit, void *arg)
+{
+    Py_VISIT(t->poller);
+    Py_VISIT(t->protocol);
+    Py_VISIT(t->pending);
+    Py_VISIT(t->sock);
+    return 0;
+}
+
+static int
+Transport_clear(Transport *t)
+{
+    Py_CLEAR(t->protocol);
+    Py_CLEAR(t->pending);
+    return 0;
+}
+
+static void
+Transport_dealloc(Transport *t)
+{
+    PyObject_GC_UnTrack(t);
+    if (t->fd >= 0) {
+        if (t->sock == NULL)
+            close(t->fd);
+        t->fd = -1;
+    }
+    if (t->attached) {
+        t->attached = 0;
+        t->poller->attached--;
+        poller_shut(t->poller);
+    }
+    Py_CLEAR(t->sock);
+    Transport_clear(t);
+    Py_CLEAR(t->poller);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static PyObject *
+Transport_call_connection_lost(Transport *t, PyObject *exc)
+{
+    PyObject *protocol = t->protocol;
+    PyObject *r = NULL;
+    if (protocol != NULL) {
+        t->protocol = NULL;
+        r = PyObject_CallMethodOneArg(protocol, s_connection_lost, exc);
+        Py_DECREF(protocol);
+    }
+    else {
+        r = Py_NewRef(Py_None);
+    }
+    transport_release_fd(t);
+    return r;
+}
+
+static int
+get_data(PyObject *data, Py_buffer *view)
+{
+    if (PyUnicode_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not '%.100s'",
+                     Py_TYPE(data)->tp_name);
+        return -1;
+    }
+    return PyObject_GetBuffer(data, view, PyBUF_SIMPLE);
+}
+
+static PyObject *
+Transport_write(Transport *t, PyObject *data)
+{
+    Py_buffer view;
+    if (get_data(data, &view) < 0)
+        return NULL;
+    if (t->eof_pending || t->eof_sent) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_RuntimeError, "Cannot call write() after write_eof()");
+        return NULL;
+    }
+    if (view.len == 0 || t->lost_scheduled || t->fd < 0) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    const char *buf = view.buf;
+    Py_ssize_t len = view.len;
+    if (t->pending == NULL || PyList_GET_SIZE(t->pending) == 0) {
+        ssize_t n = send(t->fd, buf, (size_t)len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                int err = errno;
+                PyBuffer_Release(&view);
+                transport_fatal_errno(t, err, "Fatal write error on socket transport");
+                if (PyErr_Occurred())
+                    return NULL;
+                Py_RETURN_NONE;
+            }
+            n = 0;
+        }
+        if (n == len) {
+            PyBuffer_Release(&view);
+            Py_RETURN_NONE;
+        }
+        buf += n;
+        len -= n;
+        if (transport_queue(t, data, buf, len) < 0 || transport_want(t) < 0) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+    }
+    else if (transport_queue(t, data, buf, len) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    PyBuffer_Release(&view);
+    transport_maybe_pause(t);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_writelines(Transport *t, PyObject *lines)
+{
+    PyObject *seq = PySequence_Fast(lines, "writelines() takes an iterable of bytes-like objects");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    if (t->eof_pending || t->eof_sent) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_RuntimeError, "Cannot call writelines() after write_eof()");
+        return NULL;
+    }
+    if (t->lost_scheduled || t->fd < 0) {
+        Py_DECREF(seq);
+        Py_RETURN_NONE;
+    }
+    Py_buffer views[MAX_IOV];
+    struct iovec iov[MAX_IOV];
+    Py_ssize_t i = 0;
+    int rc = 0;
+    while (i < n && rc == 0) {
+        int cnt = 0;
+        Py_ssize_t total = 0;
+        for (; i < n && cnt < MAX_IOV; i++) {
+            if (get_data(items[i], &views[cnt]) < 0) {
+                rc = -1;
+                break;
+            }
+            iov[cnt].iov_base = views[cnt].buf;
+            iov[cnt].iov_len = (size_t)views[cnt].len;
+            total += views[cnt].len;
+            cnt++;
+        }
+        if (rc == 0 && total > 0) {
+            ssize_t sent = 0;
+            if (t->pending == NULL || PyList_GET_SIZE(t->pending) == 0) {
+                sent = writev(t->fd, iov, cnt);
+                if (sent < 0) {
+                    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                        int err = errno;
+                        for (int k = 0; k < cnt; k++)
+                            PyBuffer_Release(&views[k]);
+                        Py_DECREF(seq);
+                        transport_fatal_errno(t, err, "Fatal write error on socket transport");
+                        if (PyErr_Occurred())
+                            return NULL;
+                        Py_RETURN_NONE;
+                    }
+                    sent = 0;
+                }
+            }
+            /* queue what the kernel did not take */
+            Py_ssize_t skip = sent;
+            for (int k = 0; k < cnt && rc == 0; k++) {
+                Py_ssize_t len = views[k].len;
+                if (skip >= len) {
+                    skip -= len;
+                    continue;
+                }
+                rc = transport_queue(t, items[i - cnt + k], (const char *)views[k].buf + skip,
+                                     len - skip);
+                skip = 0;
+            }
+        }
+        for (int k = 0; k < cnt; k++)
+            PyBuffer_Release(&views[k]);
+    }
+    Py_DECREF(seq);
+    if (rc < 0 || transport_want(t) < 0)
+        return NULL;
+    transport_maybe_pause(t);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_close(Transport *t, PyObject *Py_UNUSED(ignored))
+{
+    if (transport_close(t) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_abort(Transport *t, PyObject *Py_UNUSED(ignored))
+{
+    transport_force_close(t, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_is_closing(Transport *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(t->closing);
+}
+
+static PyObject *
+Transport_is_reading(Transport *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(!t->closing && !t->reading_paused);
+}
+
+static PyObject *
+Transport_pause_reading(Transport *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->closing || t->reading_paused)
+        Py_RETURN_NONE;
+    t->reading_paused = 1;
+    if (transport_want(t) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_resume_reading(Transport *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->closing || !t->reading_paused)
+        Py_RETURN_NONE;
+    t->reading_paused = 0;
+    if (transport_want(t) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_set_write_buffer_limits(Transport *t, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"high", "low", NULL};
+    PyObject *high_o = Py_None, *low_o = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist, &high_o,
+                                     &low_o))
+        return NULL;
+    Py_ssize_t high, low;
+    if (high_o == Py_None) {
+        if (low_o == Py_None)
+            high = DEFAULT_HIGH_WATER;
+        else {
+            low = PyLong_AsSsize_t(low_o);
+            if (low == -1 && PyErr_Occurred())
+                return NULL;
+            high = 4 * low;
+        }
+    }
+    else {
+        high = PyLong_AsSsize_t(high_o);
+        if (high == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (low_o == Py_None)
+        low = high / 4;
+    else {
+        low = PyLong_AsSsize_t(low_o);
+        if (low == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (!(high >= low && low >= 0)) {
+        PyErr_Format(PyExc_ValueError, "high (%zd) must be >= low (%zd) must be >= 0", high, low);
+        return NULL;
+    }
+    t->high_water = high;
+    t->low_water = low;
+    transport_maybe_pause(t);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_get_write_buffer_limits(Transport *t, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(nn)", t->low_water, t->high_water);
+}
+
+static PyObject *
+Transport_get_write_buffer_size(Transport *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(t->buffered);
+}
+
+static PyObject *
+Transport_can_write_eof(Transport *t, PyObject *Py_UNUSED(ignored))
+{
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+Transport_write_eof(Transport *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->closing || t->eof_pending || t->eof_sent)
+        Py_RETURN_NONE;
+    t->eof_pending = 1;
+    if (t->pending == NULL || PyList_GET_SIZE(t->pending) == 0)
+        transport_do_eof(t);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_get_protocol(Transport *t, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(t->protocol ? t->protocol : Py_None);
+}
+
+static PyObject *
+Transport_set_protocol(Transport *t, PyObject *protocol)
+{
+    Py_XSETREF(t->protocol, Py_NewRef(protocol));
+    int has = PyObject_HasAttr(protocol, s_get_buffer);
+    t->buffered_protocol = has ? 1 : 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sockaddr_to_python(const struct sockaddr *sa, socklen_t len)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        return Py_BuildValue("(si)", host, ntohs(a->sin_port));
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        return Py_BuildValue("(siII)", host, ntohs(a->sin6_port), ntohl(a->sin6_flowinfo),
+                             a->sin6_scope_id);
+    }
+    if (sa->sa_family == AF_UNIX) {
+        const struct sockaddr_un *a = (const struct sockaddr_un *)sa;
+        Py_ssize_t n = (Py_ssize_t)len - (Py_ssize_t)offsetof(struct sockaddr_un, sun_path);
+        if (n <= 0)
+            return PyUnicode_FromString("");
+        if (a->sun_path[0] == 0) /* abstract namespace: bytes, as socket does */
+            return PyBytes_FromStringAndSize(a->sun_path, n);
+        return PyUnicode_DecodeFSDefault(a->sun_path);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_get_extra_info(Transport *t, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "default", NULL};
+    const char *name;
+    PyObject *dflt = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O:get_extra_info", kwlist, &name, &dflt))
+        return NULL;
+    int peer = strcmp(name, "peername") == 0;
+    if ((peer || strcmp(name, "sockname") == 0) && t->fd >= 0) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int rc = peer ? getpeername(t->fd, (struct sockaddr *)&ss, &len)
+                      : getsockname(t->fd, (struct sockaddr *)&ss, &len);
+        if (rc < 0)
+            return Py_NewRef(dflt);
+        return sockaddr_to_python((struct sockaddr *)&ss, len);
+    }
+    if (strcmp(name, "socket") == 0 && t->fd >= 0) {
+        if (t->sock == NULL) {
+            /* the socket object owns the descriptor from now on */
+            PyObject *kw = Py_BuildValue("{s:i}", "fileno", t->fd);
+            PyObject *empty = PyTuple_New(0);
+            if (kw != NULL && empty != NULL)
+                t->sock = PyObject_Call(socket_socket, empty, kw);
+            Py_XDECREF(kw);
+            Py_XDECREF(empty);
+            if (t->sock == NULL)
+                return NULL;
+        }
+        return Py_NewRef(t->sock);
+    }
+    return Py_NewRef(dflt);
+}
+
+static PyObject *
+Transport_get_fd(Transport *t, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(t->fd);
+}
+
+static PyMethodDef Transport_methods[] = {
+    {"write", (PyCFunction)Transport_write, METH_O, "Send bytes (queued if the kernel is full)."},
+    {"writelines", (PyCFunction)Transport_writelines, METH_O,
+     "Send several buffers with one writev()."},
+    {"close", (PyCFunction)Transport_close, METH_NOARGS,
+     "Close after what is queued has been sent."},
+    {"abort", (PyCFunction)Transport_abort, METH_NOARGS, "Close now, dropping what is queued."},
+    {"is_closing", (PyCFunction)Transport_is_closing, METH_NOARGS, NULL},
+    {"is_reading", (PyCFunction)Transport_is_reading, METH_NOARGS, NULL},
+    {"pause_reading", (PyCFunction)Transport_pause_reading, METH_NOARGS, NULL},
+    {"resume_reading", (PyCFunction)Transport_resume_reading, METH_NOARGS, NULL},
+    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))Transport_set_write_buffer_limits,
+     METH_VARARGS | METH_KEYWORDS, NULL},
+    {"get_write_buffer_limits", (PyCFunction)Transport_get_write_buffer_limits, METH_NOARGS,
+     NULL},
+    {"get_write_buffer_size", (PyCFunction)Transport_get_write_buffer_size, METH_NOARGS, NULL},
+    {"can_write_eof", (PyCFunction)Transport_can_write_eof, METH_NOARGS, NULL},
+    {"write_eof", (PyCFunction)Transport_write_eof, METH_NOARGS,
+     "Shut down the sending side once what is queued has been sent."},
+    {"get_protocol", (PyCFunction)Transport_get_protocol, METH_NOARGS, NULL},
+    {"set_protocol", (PyCFunction)Transport_set_protocol, METH_O, NULL},
+    {"get_extra_info", (PyCFunction)(void (*)(void))Transport_get_extra_info,
+     METH_VARARGS | METH_KEYWORDS, "peername, sockname or socket; default otherwise."},
+    {"_call_connection_lost", (PyCFunction)Transport_call_connection_lost, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Transport_getset[] = {
+    {"fd", (getter)Transport_get_fd, NULL, "The socket's descriptor (-1 once closed).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject Transport_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tether._transport.Transport",
+    .tp_doc = "Transport(poller, fd, protocol): asyncio.Transport over a connected socket.\n\n"
+              "Takes ownership of fd and calls protocol.connection_made() at once.",
+    .tp_basicsize = sizeof(Transport),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = Transport_new,
+    .tp_dealloc = (destructor)Transport_dealloc,
+    .tp_traverse = (traverseproc)Transport_traverse,
+    .tp_clear = (inquiry)Transport_clear,
+    .tp_methods = Transport_methods,
+    .tp_getset = Transport_getset,
+};
+
+/* ------------------------------------------------------------------------
+ * Listener
+ */
+
+static void
+listener_on_events(Listener *l)
+{
+    for (int i = 0; i < l->backlog && !l->paused && l->fd >= 0; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK)
+                return;
+            if (err == EINTR || err == ECONNABORTED || err == EPROTO)
+                continue; /* that connection is gone; try the next one */
+            /* EMFILE, ENFILE, ENOBUFS, ENOMEM: out of resources. Stop
+             * accepting for a second, as asyncio does, instead of spinning. */
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            PyObject *exc = fetch_exc();
+            report(l->poller->loop, "socket.accept() out of system resource", exc,
+                   (PyObject *)l, NULL);
+            Py_DECREF(exc);
+            if (pollable_set_events((Pollable *)l, 0) < 0)
+                PyErr_WriteUnraisable((PyObject *)l);
+            l->paused = 1;
+            PyObject *delay = PyFloat_FromDouble(1.0);
+            PyObject *cb = PyObject_GetAttr((PyObject *)l, s_resume_accepting);
+            PyObject *r = delay && cb ? PyObject_CallMethodObjArgs(l->poller->loop, s_call_later,
+                                                                   delay, cb, NULL)
+                                      : NULL;
+            if (r == NULL)
+                PyErr_WriteUnraisable((PyObject *)l);
+            Py_XDECREF(r);
+            Py_XDECREF(cb);
+            Py_XDECREF(delay);
+            return;
+        }
+        if (l->nodelay) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        PyObject *protocol = PyObject_CallNoArgs(l->factory);
+        if (protocol == NULL) {
+            close(fd);
+            PyObject *exc = fetch_exc();
+            report(l->poller->loop, "Error in the protocol factory", exc, (PyObject *)l, NULL);
+            Py_DECREF(exc);
+            continue;
+        }
+        Transport *t = transport_create(&Transport_Type, l->poller, fd, protocol);
+        Py_DECREF(protocol);
+        if (t == NULL) {
+            close(fd);
+            PyErr_WriteUnraisable((PyObject *)l);
+            continue;
+        }
+        if (transport_start(t) < 0)
+            PyErr_WriteUnraisable((PyObject *)t);
+        Py_DECREF(t);
+    }
+}
+
+static PyObject *
+Listener_resume_accepting(Listener *l, PyObject *Py_UNUSED(ignored))
+{
+    if (l->paused && l->fd >= 0) {
+        l->paused = 0;
+        if (pollable_set_events((Pollable *)l, EPOLLIN) < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Listener_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"poller", "fd", "factory", "backlog", "nodelay", NULL};
+    Poller *poller;
+    int fd, backlog = 100, nodelay = 1;
+    PyObject *factory;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!iO|ip:Listener", kwlist, &Poller_Type,
+                                     &poller, &fd, &factory, &backlog, &nodelay))
+        return NULL;
+    Listener *l = (Listener *)type->tp_alloc(type, 0);
+    if (l == NULL)
+        return NULL;
+    l->poller = (Poller *)Py_NewRef(poller);
+    l->fd = fd;
+    l->factory = Py_NewRef(factory);
+    l->backlog = backlog > 0 ? backlog : 1;
+    l->nodelay = nodelay;
+    if (listen(fd, l->backlog) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        l->fd = -1;
+        Py_DECREF(l);
+        return NULL;
+    }
+    if (pollable_attach((Pollable *)l) < 0 || pollable_set_events((Pollable *)l, EPOLLIN) < 0) {
+        pollable_detach((Pollable *)l);
+        l->fd = -1;
+        Py_DECREF(l);
+        return NULL;
+    }
+    return (PyObject *)l;
+}
+
+static PyObject *
+Listener_close(Listener *l, PyObject *Py_UNUSED(ignored))
+{
+    /* The listening socket belongs to the caller, which closes it. */
+    if (l->fd >= 0) {
+        pollable_detach((Pollable *)l);
+        l->fd = -1;
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+Listener_traverse(Listener *l, visitproc visit, void *arg)
+{
+    Py_VISIT(l->poller);
+    Py_VISIT(l->factory);
+    return 0;
+}
+
+static int
+Listener_clear(Listener *l)
+{
+    Py_CLEAR(l->factory);
+    return 0;
+}
+
+static void
+Listener_dealloc(Listener *l)
+{
+    PyObject_GC_UnTrack(l);
+    if (l->attached) {
+        l->attached = 0;
+        l->poller->attached--;
+        poller_shut(l->poller);
+    }
+    Listener_clear(l);
+    Py_CLEAR(l->poller);
+    Py_TYPE(l)->tp_free((PyObject *)l);
+}
+
+static PyMethodDef Listener_methods[] = {
+    {"close", (PyCFunction)Listener_close, METH_NOARGS,
+     "Stop accepting (the caller closes the listening socket)."},
+    {"_resume_accepting", (PyCFunction)Listener_resume_accepting, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject Listener_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tether._transport.Listener",
+    .tp_doc = "Listener(poller, fd, factory, backlog=100, nodelay=True): listen on a bound\n"
+              "non-blocking socket and accept its connections, each with a Transport and\n"
+              "factory()'s protocol.",
+    .tp_basicsize = sizeof(Listener),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = Listener_new,
+    .tp_dealloc = (destructor)Listener_dealloc,
+    .tp_traverse = (traverseproc)Listener_traverse,
+    .tp_clear = (inquiry)Listener_clear,
+    .tp_methods = Listener_methods,
+};
+
+static int
+intern_names(void)
+{
+#define INTERN(var, text)                                \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) \
+        return -1;
+    INTERN(s_get_buffer, "get_buffer");
+    INTERN(s_buffer_updated, "buffer_updated");
+    INTERN(s_data_received, "data_received");
+    INTERN(s_eof_received, "eof_received");
+    INTERN(s_connection_lost, "connection_lost");
+    INTERN(s_connection_made, "connection_made");
+    INTERN(s_pause_writing, "pause_writing");
+    INTERN(s_resume_writing, "resume_writing");
+    INTERN(s_call_soon, "call_soon");
+    INTERN(s_call_later, "call_later");
+    INTERN(s_add_reader, "add_reader");
+    INTERN(s_remove_reader, "remove_reader");
+    INTERN(s_call_exception_handler, "call_exception_handler");
+    INTERN(s_call_connection_lost, "_call_connection_lost");
+    INTERN(s_resume_accepting, "_resume_accepting");
+#undef INTERN
+    return 0;
+}
+
+static int
+transport_exec(PyObject *m)
+{
+    if (intern_names() < 0)
+        return -1;
+    PyObject *socket_mod = PyImport_ImportModule("socket");
+    if (socket_mod == NULL)
+        return -1;
+    socket_socket = PyObject_GetAttrString(socket_mod, "socket");
+    Py_DECREF(socket_mod);
+    if (socket_socket == NULL)
+        return -1;
+    if (PyModule_AddType(m, &Poller_Type) < 0 || PyModule_AddType(m, &Transport_Type) < 0 ||
+        PyModule_AddType(m, &Listener_Type) < 0)
+        return -1;
+    return 0;
+}
+
+static PyModuleDef_Slot transport_slots[] = {
+    {Py_mod_exec, transport_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef transport_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "tether._transport",
+    .m_doc = "Compiled TCP transports for asyncio's selector loop (Linux, epoll).",
+    .m_size = 0,
+    .m_slots = transport_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__transport(void)
+{
+    return PyModuleDef_Init(&transport_module);
+}
+
+#else /* not Linux: no module; tether uses asyncio's transports */
+#error "tether._transport needs Linux (epoll)"
+#endif
