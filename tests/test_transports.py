@@ -1,5 +1,5 @@
-"""The transport choice: with speedups on, servers on tether's compiled
-transports (tether._transport) and clients on aiofastnet's (when installed);
+"""The transport choice: with speedups on, tether's compiled transports
+(tether._transport) on asyncio's loop, else aiofastnet's (when installed);
 asyncio's own in pure-Python mode; the same behaviour either way."""
 
 from __future__ import annotations
@@ -14,15 +14,11 @@ from tether.aio import transports
 
 
 def _expected_module() -> str:
+    if transports.compiled is not None:
+        return "tether"
     if os.environ.get("TETHER_NO_SPEEDUPS") or os.environ.get("TETHER_NO_FASTNET"):
         return "asyncio"
     return "aiofastnet" if transports.fastnet is not None else "asyncio"
-
-
-def _expected_server_module() -> str:
-    if transports.compiled is not None:
-        return "tether"
-    return _expected_module()
 
 
 async def test_transport_follows_the_speedups_switch() -> None:
@@ -41,7 +37,7 @@ async def test_transport_follows_the_speedups_switch() -> None:
             assert type(ws.transport).__module__.split(".")[0] == _expected_module()
             assert ws.local_address[0] == "127.0.0.1"
             assert ws.remote_address == ("127.0.0.1", server.port)
-    assert seen == [_expected_server_module()]
+    assert seen == [_expected_module()]
 
 
 @pytest.mark.parametrize("compression", ["deflate", None])

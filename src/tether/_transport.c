@@ -95,6 +95,8 @@ typedef struct {
     unsigned eof_sent : 1;
     unsigned lost_scheduled : 1;
     unsigned buffered_protocol : 1;
+    unsigned at_eof : 1; /* the peer's FIN was read: nothing more to read */
+    PyObject *peername, *sockname; /* read when the transport starts */
 } Transport;
 
 typedef struct {
@@ -174,19 +176,31 @@ poller_shut(Poller *self)
 {
     if (self->epfd < 0 || self->attached > 0 || self->dispatching)
         return;
-    PyObject *fd = PyLong_FromLong(self->epfd);
-    if (fd != NULL) {
-        PyObject *r = PyObject_CallMethodObjArgs(self->loop, s_remove_reader, fd, NULL);
-        if (r == NULL)
-            PyErr_WriteUnraisable((PyObject *)self);
-        Py_XDECREF(r);
-        Py_DECREF(fd);
-    }
-    else {
-        PyErr_WriteUnraisable((PyObject *)self);
+    /* Called from connection_lost() paths and from deallocators: keep an
+     * exception already in flight. */
+    PyObject *exc = PyErr_Occurred() ? fetch_exc() : NULL;
+    PyObject *loop = self->loop;
+    if (loop != NULL) {
+        PyObject *closed = PyObject_CallMethod(loop, "is_closed", NULL);
+        int is_closed = closed == NULL ? -1 : PyObject_IsTrue(closed);
+        Py_XDECREF(closed);
+        if (is_closed == 0) {
+            PyObject *fd = PyLong_FromLong(self->epfd);
+            PyObject *r = fd ? PyObject_CallMethodObjArgs(loop, s_remove_reader, fd, NULL) : NULL;
+            Py_XDECREF(fd);
+            if (r == NULL)
+                PyErr_WriteUnraisable((PyObject *)self);
+            Py_XDECREF(r);
+        }
+        else {
+            /* a closed (or half torn-down) loop watches nothing any more */
+            PyErr_Clear();
+        }
     }
     close(self->epfd);
     self->epfd = -1;
+    if (exc != NULL)
+        restore_exc(exc);
 }
 
 static int
@@ -422,7 +436,7 @@ transport_want(Transport *t)
     uint32_t ev = 0;
     if (t->fd < 0)
         return 0;
-    if (!t->closing && !t->reading_paused)
+    if (!t->closing && !t->reading_paused && !t->at_eof)
         ev |= EPOLLIN;
     if (t->pending != NULL && PyList_GET_SIZE(t->pending) > 0)
         ev |= EPOLLOUT;
@@ -603,8 +617,12 @@ transport_flush(Transport *t)
         }
         if (done > 0 && PyList_SetSlice(t->pending, 0, done, NULL) < 0)
             return -1;
-        if (done < cnt)
-            return 0; /* the kernel's buffer is full */
+        if (done < cnt) {
+            /* the kernel's buffer is full; wake a paused writer at the
+             * low-water mark, as asyncio does after every send */
+            transport_maybe_resume(t);
+            return 0;
+        }
     }
     transport_drained(t);
     return 0;
@@ -633,7 +651,7 @@ transport_on_events(Transport *t, uint32_t events)
             return;
     }
     if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP)) || t->closing || t->reading_paused ||
-        t->fd < 0)
+        t->at_eof || t->fd < 0)
         return;
     PyObject *protocol = Py_NewRef(t->protocol);
     if (t->buffered_protocol) {
@@ -712,7 +730,7 @@ transport_on_events(Transport *t, uint32_t events)
         if (t->closing)
             goto done;
         if (keep_open) {
-            t->reading_paused = 1; /* nothing more will come */
+            t->at_eof = 1; /* nothing more will come; the write side stays */
             if (transport_want(t) < 0)
                 transport_fatal(t, "Fatal error on transport (epoll)");
         }
@@ -722,6 +740,50 @@ transport_on_events(Transport *t, uint32_t events)
     }
 done:
     Py_DECREF(protocol);
+}
+
+static PyObject *
+sockaddr_to_python(const struct sockaddr *sa, socklen_t len)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        return Py_BuildValue("(si)", host, ntohs(a->sin_port));
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        return Py_BuildValue("(siII)", host, ntohs(a->sin6_port), ntohl(a->sin6_flowinfo),
+                             a->sin6_scope_id);
+    }
+    if (sa->sa_family == AF_UNIX) {
+        const struct sockaddr_un *a = (const struct sockaddr_un *)sa;
+        Py_ssize_t n = (Py_ssize_t)len - (Py_ssize_t)offsetof(struct sockaddr_un, sun_path);
+        if (n <= 0)
+            return PyUnicode_FromString("");
+        if (a->sun_path[0] == 0) /* abstract namespace: bytes, as socket does */
+            return PyBytes_FromStringAndSize(a->sun_path, n);
+        return PyUnicode_DecodeFSDefault(a->sun_path);
+    }
+    Py_RETURN_NONE;
+}
+
+/* getpeername() or getsockname() as Python gives it; NULL (no exception)
+ * when the socket has no such address. */
+static PyObject *
+socket_address(int fd, int peer)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int rc = peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
+                  : getsockname(fd, (struct sockaddr *)&ss, &len);
+    if (rc < 0)
+        return NULL;
+    PyObject *address = sockaddr_to_python((struct sockaddr *)&ss, len);
+    if (address == NULL)
+        PyErr_Clear();
+    return address;
 }
 
 static Transport *
@@ -737,6 +799,9 @@ transport_create(PyTypeObject *type, Poller *poller, int fd, PyObject *protocol)
     t->low_water = DEFAULT_HIGH_WATER / 4;
     int has = PyObject_HasAttr(protocol, s_get_buffer);
     t->buffered_protocol = has ? 1 : 0;
+    /* read now, as asyncio does: a reset peer has no peername any more */
+    t->peername = socket_address(fd, 1);
+    t->sockname = socket_address(fd, 0);
     if (pollable_attach((Pollable *)t) < 0) {
         t->fd = -1; /* not ours yet: the caller closes it */
         Py_DECREF(t);
@@ -838,6 +903,8 @@ Transport_dealloc(Transport *t)
         poller_shut(t->poller);
     }
     Py_CLEAR(t->sock);
+    Py_CLEAR(t->peername);
+    Py_CLEAR(t->sockname);
     Transport_clear(t);
     Py_CLEAR(t->poller);
     Py_TYPE(t)->tp_free((PyObject *)t);
@@ -856,7 +923,12 @@ Transport_call_connection_lost(Transport *t, PyObject *exc)
     else {
         r = Py_NewRef(Py_None);
     }
+    /* release the descriptor even when connection_lost() raised; its
+     * exception then reaches the loop's handler through Handle._run */
+    PyObject *raised = r == NULL ? fetch_exc() : NULL;
     transport_release_fd(t);
+    if (raised != NULL)
+        restore_exc(raised);
     return r;
 }
 
@@ -938,6 +1010,16 @@ Transport_writelines(Transport *t, PyObject *lines)
         Py_DECREF(seq);
         Py_RETURN_NONE;
     }
+    /* all or nothing: check every item before sending any */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (PyUnicode_Check(items[k]) || !PyObject_CheckBuffer(items[k])) {
+            PyErr_Format(PyExc_TypeError,
+                         "data argument must be a bytes-like object, not '%.100s'",
+                         Py_TYPE(items[k])->tp_name);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
     Py_buffer views[MAX_IOV];
     struct iovec iov[MAX_IOV];
     Py_ssize_t i = 0;
@@ -990,8 +1072,16 @@ Transport_writelines(Transport *t, PyObject *lines)
             PyBuffer_Release(&views[k]);
     }
     Py_DECREF(seq);
-    if (rc < 0 || transport_want(t) < 0)
+    /* whatever was queued must wait for EPOLLOUT, even after an error */
+    PyObject *exc = rc < 0 ? fetch_exc() : NULL;
+    if (transport_want(t) < 0) {
+        Py_XDECREF(exc);
         return NULL;
+    }
+    if (exc != NULL) {
+        restore_exc(exc);
+        return NULL;
+    }
     transport_maybe_pause(t);
     Py_RETURN_NONE;
 }
@@ -1131,33 +1221,6 @@ Transport_set_protocol(Transport *t, PyObject *protocol)
 }
 
 static PyObject *
-sockaddr_to_python(const struct sockaddr *sa, socklen_t len)
-{
-    char host[INET6_ADDRSTRLEN];
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-        return Py_BuildValue("(si)", host, ntohs(a->sin_port));
-    }
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-        return Py_BuildValue("(siII)", host, ntohs(a->sin6_port), ntohl(a->sin6_flowinfo),
-                             a->sin6_scope_id);
-    }
-    if (sa->sa_family == AF_UNIX) {
-        const struct sockaddr_un *a = (const struct sockaddr_un *)sa;
-        Py_ssize_t n = (Py_ssize_t)len - (Py_ssize_t)offsetof(struct sockaddr_un, sun_path);
-        if (n <= 0)
-            return PyUnicode_FromString("");
-        if (a->sun_path[0] == 0) /* abstract namespace: bytes, as socket does */
-            return PyBytes_FromStringAndSize(a->sun_path, n);
-        return PyUnicode_DecodeFSDefault(a->sun_path);
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
 Transport_get_extra_info(Transport *t, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"name", "default", NULL};
@@ -1165,16 +1228,10 @@ Transport_get_extra_info(Transport *t, PyObject *args, PyObject *kwds)
     PyObject *dflt = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O:get_extra_info", kwlist, &name, &dflt))
         return NULL;
-    int peer = strcmp(name, "peername") == 0;
-    if ((peer || strcmp(name, "sockname") == 0) && t->fd >= 0) {
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof(ss);
-        int rc = peer ? getpeername(t->fd, (struct sockaddr *)&ss, &len)
-                      : getsockname(t->fd, (struct sockaddr *)&ss, &len);
-        if (rc < 0)
-            return Py_NewRef(dflt);
-        return sockaddr_to_python((struct sockaddr *)&ss, len);
-    }
+    if (strcmp(name, "peername") == 0)
+        return Py_NewRef(t->peername ? t->peername : dflt);
+    if (strcmp(name, "sockname") == 0)
+        return Py_NewRef(t->sockname ? t->sockname : dflt);
     if (strcmp(name, "socket") == 0 && t->fd >= 0) {
         if (t->sock == NULL) {
             /* the socket object owns the descriptor from now on */

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Any
+from typing import Any, cast
 
 from tether.protocol import accel
 
@@ -65,8 +65,54 @@ def _poller(loop: asyncio.AbstractEventLoop) -> Any:
     return poller
 
 
+class _Handover(asyncio.Protocol):
+    """Holds a freshly connected asyncio transport without reading from it,
+    until its socket moves to a compiled transport."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast("asyncio.Transport", transport).pause_reading()
+
+
+async def _compiled_connection(
+    loop: asyncio.AbstractEventLoop, factory: Any, *args: Any, **kwargs: Any
+) -> tuple[Any, Any]:
+    # asyncio connects (every address, happy eyeballs, local_addr, TCP_NODELAY);
+    # the connected socket then moves to a compiled transport.
+    sock = kwargs.pop("sock", None)
+    if sock is None:
+        held, _ = await loop.create_connection(_Handover, *args, **kwargs)
+        try:
+            fd = os.dup(held.get_extra_info("socket").fileno())
+        finally:
+            held.abort()
+    else:
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        fd = sock.detach()
+    protocol = factory()
+    try:
+        transport = compiled.Transport(_poller(loop), fd, protocol)
+    except BaseException:
+        os.close(fd)
+        raise
+    return transport, protocol
+
+
+def _compiled_for(loop: asyncio.AbstractEventLoop, kwargs: dict[str, Any]) -> bool:
+    return (
+        compiled is not None
+        and kwargs.get("ssl") is None
+        and isinstance(loop, asyncio.SelectorEventLoop)
+    )
+
+
 def create_connection(loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> Any:
-    """``loop.create_connection``, through aiofastnet when it applies."""
+    """``loop.create_connection``: tether's compiled transports on asyncio's
+    selector loop without TLS, else aiofastnet when it applies, else the
+    loop's own."""
+    if _compiled_for(loop, kwargs):
+        return _compiled_connection(loop, *args, **kwargs)
     fast = _fastnet_for(loop, kwargs)
     if fast is not None:
         return fast.create_connection(loop, *args, **kwargs)
@@ -133,11 +179,7 @@ def create_server(loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) ->
     """``loop.create_server``: tether's compiled transports on asyncio's
     selector loop without TLS (see the module docstring), else aiofastnet
     when it applies, else the loop's own."""
-    if (
-        compiled is not None
-        and kwargs.get("ssl") is None
-        and isinstance(loop, asyncio.SelectorEventLoop)
-    ):
+    if _compiled_for(loop, kwargs):
         return _compiled_server(loop, *args, **kwargs)
     fast = _fastnet_for(loop, kwargs)
     if fast is not None:
