@@ -1433,3 +1433,112 @@ def test_transport_left_open_is_collected_with_its_loop_quietly(
     peer.close()
     assert not fd_is_open(fds[0])  # the descriptor went with the transport
     assert [repr(u.exc_value) for u in unraisable] == []
+
+
+# ---------------------------------------------------------------------------
+# writes from protocol callbacks are gathered until the batch ends
+
+
+class Replier(Proto):
+    """On each received chunk, runs ``reply(transport)`` and records the
+    write buffer size seen right after it (inside the callback)."""
+
+    def __init__(self, reply: Callable[[Any], None]) -> None:
+        super().__init__()
+        self.reply = reply
+        self.size_inside: list[int] = []
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self.reply(self.transport)
+        self.size_inside.append(self.transport.get_write_buffer_size())
+
+
+async def test_small_writes_from_a_callback_go_out_together_in_order() -> None:
+    parts = [pattern(20, seed=i) for i in range(1000)]  # 20 KB in all
+
+    def reply(t: Any) -> None:
+        for part in parts:
+            t.write(part)
+
+    ours, peer = tcp_pair()
+    proto = Replier(reply)
+    t = make_transport(ours, proto)
+    await send(peer, b"go")
+    assert await read_exactly(peer, 20_000) == b"".join(parts)
+    # inside the callback nothing had reached the kernel yet: all gathered
+    assert proto.size_inside == [20_000]
+    assert t.get_write_buffer_size() == 0
+    t.close()
+    await proto.wait_lost()
+
+
+async def test_gathered_writes_flush_at_the_cap_and_keep_order_with_large_ones() -> None:
+    small = [pattern(1000, seed=i * 1000) for i in range(100)]  # 100 KB: past the 64 KiB cap
+    large = pattern(40_000, seed=7)
+
+    def reply(t: Any) -> None:
+        for part in small[:10]:
+            t.write(part)
+        t.write(large)  # at or over the gathering limit: goes out at once, after the 10
+        for part in small[10:]:
+            t.write(part)
+
+    ours, peer = tcp_pair()
+    proto = Replier(reply)
+    t = make_transport(ours, proto)
+    await send(peer, b"go")
+    expected = b"".join(small[:10]) + large + b"".join(small[10:])
+    assert await read_exactly(peer, len(expected)) == expected
+    # 90 KB gathered after the large write: flushed once past 64 KiB, so
+    # less than all of it was still waiting when the callback returned
+    assert proto.size_inside[0] < 90_000
+    t.close()
+    await proto.wait_lost()
+
+
+async def test_abort_in_a_callback_still_hands_gathered_writes_to_the_kernel() -> None:
+    def reply(t: Any) -> None:
+        t.write(b"last words")
+        t.abort()
+
+    ours, peer = tcp_pair()
+    proto = Replier(reply)
+    make_transport(ours, proto)
+    await send(peer, b"go")
+    assert await read_until_eof(peer) == b"last words"
+    assert await proto.wait_lost() is None
+
+
+async def test_close_in_a_callback_sends_gathered_writes_then_eof() -> None:
+    def reply(t: Any) -> None:
+        t.write(b"a" * 100)
+        t.writelines([b"b" * 100, bytearray(b"c" * 100)])
+        t.write(b"d" * 100)
+        t.close()
+
+    ours, peer = tcp_pair()
+    proto = Replier(reply)
+    make_transport(ours, proto)
+    await send(peer, b"go")
+    assert await read_until_eof(peer) == b"a" * 100 + b"b" * 100 + b"c" * 100 + b"d" * 100
+    assert await proto.wait_lost() is None
+
+
+async def test_gathered_writes_past_a_full_kernel_buffer_wait_for_epollout() -> None:
+    chunk = pattern(8000)
+    count = 8  # 64 KB: more than the small kernel buffers hold
+
+    def reply(t: Any) -> None:
+        for _ in range(count):
+            t.write(chunk)
+
+    ours, peer = tcp_pair(small=True)
+    proto = Replier(reply)
+    t = make_transport(ours, proto)
+    await send(peer, b"go")
+    await asyncio.sleep(0.05)  # the peer does not read yet: the rest stays queued
+    assert await read_exactly(peer, len(chunk) * count) == chunk * count
+    await until(lambda: t.get_write_buffer_size() == 0)
+    t.close()
+    await proto.wait_lost()

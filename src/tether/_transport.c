@@ -53,12 +53,19 @@
 /* Buffers handed to one writev(). */
 #define MAX_IOV 64
 #define DEFAULT_HIGH_WATER (64 * 1024)
+/* Writes made while the poller dispatches (from protocol callbacks: an echo,
+ * a burst of replies) are gathered and sent once the batch is done, one
+ * send() per connection instead of one per write(). Writes from this size
+ * on, or a gathered queue past CORK_MAX, go out at once. */
+#define CORK_WRITE_MAX (16 * 1024)
+#define CORK_MAX (64 * 1024)
 
 typedef struct {
     PyObject_HEAD
     PyObject *loop;      /* strong while epfd >= 0 */
     PyObject *poll_cb;   /* bound self._poll, given to loop.add_reader */
     PyObject *graveyard; /* objects unregistered while dispatching */
+    PyObject *corked;    /* transports with writes gathered in this batch */
     int epfd;
     int dispatching;
     Py_ssize_t registered; /* objects in the epoll set */
@@ -96,6 +103,7 @@ typedef struct {
     unsigned lost_scheduled : 1;
     unsigned buffered_protocol : 1;
     unsigned at_eof : 1; /* the peer's FIN was read: nothing more to read */
+    unsigned corked : 1; /* in poller->corked: flushed when the batch ends */
     PyObject *peername, *sockname; /* read when the transport starts */
 } Transport;
 
@@ -280,6 +288,7 @@ pollable_set_events(Pollable *obj, uint32_t events)
 
 static void transport_on_events(Transport *t, uint32_t events);
 static void listener_on_events(Listener *l);
+static int transport_flush(Transport *t);
 
 static PyObject *
 Poller_poll(Poller *self, PyObject *Py_UNUSED(ignored))
@@ -308,6 +317,21 @@ Poller_poll(Poller *self, PyObject *Py_UNUSED(ignored))
         if (PyErr_Occurred())
             break; /* KeyboardInterrupt, SystemExit: the loop stops */
     }
+    /* send what the callbacks wrote (a flush may write again: the list
+     * can grow while it is walked), even when a KeyboardInterrupt stops
+     * the batch */
+    PyObject *stopped = PyErr_Occurred() ? fetch_exc() : NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->corked); i++) {
+        Transport *t = (Transport *)PyList_GET_ITEM(self->corked, i);
+        t->corked = 0;
+        if (t->fd >= 0 && !t->lost_scheduled && t->pending != NULL &&
+            PyList_GET_SIZE(t->pending) > 0 && transport_flush(t) < 0 && PyErr_Occurred())
+            PyErr_WriteUnraisable((PyObject *)t);
+    }
+    if (PyList_GET_SIZE(self->corked) > 0)
+        PyList_SetSlice(self->corked, 0, PY_SSIZE_T_MAX, NULL);
+    if (stopped != NULL)
+        restore_exc(stopped);
     self->dispatching--;
     if (!self->dispatching) {
         if (PyList_GET_SIZE(self->graveyard) > 0)
@@ -333,7 +357,10 @@ Poller_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->epfd = -1;
     self->loop = Py_NewRef(loop);
     self->graveyard = PyList_New(0);
-    self->poll_cb = self->graveyard ? PyObject_GetAttrString((PyObject *)self, "_poll") : NULL;
+    self->corked = PyList_New(0);
+    self->poll_cb = self->graveyard && self->corked
+                        ? PyObject_GetAttrString((PyObject *)self, "_poll")
+                        : NULL;
     if (self->poll_cb == NULL) {
         Py_DECREF(self);
         return NULL;
@@ -347,6 +374,7 @@ Poller_traverse(Poller *self, visitproc visit, void *arg)
     Py_VISIT(self->loop);
     Py_VISIT(self->poll_cb);
     Py_VISIT(self->graveyard);
+    Py_VISIT(self->corked);
     return 0;
 }
 
@@ -355,6 +383,7 @@ Poller_clear(Poller *self)
 {
     Py_CLEAR(self->poll_cb);
     Py_CLEAR(self->graveyard);
+    Py_CLEAR(self->corked);
     Py_CLEAR(self->loop);
     return 0;
 }
@@ -526,6 +555,54 @@ transport_maybe_resume(Transport *t)
     Py_XDECREF(r);
 }
 
+/* A queued chunk is a bytes object, or a bytearray that gathers small writes
+ * (see CORK_MAX). */
+static inline char *
+chunk_data(PyObject *b)
+{
+    return PyBytes_CheckExact(b) ? PyBytes_AS_STRING(b) : PyByteArray_AS_STRING(b);
+}
+
+static inline Py_ssize_t
+chunk_size(PyObject *b)
+{
+    return PyBytes_CheckExact(b) ? PyBytes_GET_SIZE(b) : PyByteArray_GET_SIZE(b);
+}
+
+/* Gather a small write made during dispatch: appended to the queue's last
+ * chunk when it is a gathering bytearray, the transport listed for the
+ * flush at the end of the batch. */
+static int
+transport_cork(Transport *t, const char *buf, Py_ssize_t len)
+{
+    if (t->pending == NULL && (t->pending = PyList_New(0)) == NULL)
+        return -1;
+    Py_ssize_t n = PyList_GET_SIZE(t->pending);
+    PyObject *last = n > 0 ? PyList_GET_ITEM(t->pending, n - 1) : NULL;
+    if (last != NULL && PyByteArray_CheckExact(last)) {
+        Py_ssize_t size = PyByteArray_GET_SIZE(last);
+        if (PyByteArray_Resize(last, size + len) < 0)
+            return -1;
+        memcpy(PyByteArray_AS_STRING(last) + size, buf, (size_t)len);
+    }
+    else {
+        PyObject *chunk = PyByteArray_FromStringAndSize(buf, len);
+        if (chunk == NULL)
+            return -1;
+        int rc = PyList_Append(t->pending, chunk);
+        Py_DECREF(chunk);
+        if (rc < 0)
+            return -1;
+    }
+    t->buffered += len;
+    if (!t->corked) {
+        if (PyList_Append(t->poller->corked, (PyObject *)t) < 0)
+            return -1;
+        t->corked = 1;
+    }
+    return 0;
+}
+
 /* Queue bytes for EPOLLOUT: a bytes object is kept as is, anything else is
  * copied (the caller may reuse its buffer). */
 static int
@@ -591,13 +668,13 @@ transport_flush(Transport *t)
         for (Py_ssize_t i = 0; i < n && cnt < MAX_IOV; i++, cnt++) {
             PyObject *b = PyList_GET_ITEM(t->pending, i);
             Py_ssize_t off = i == 0 ? t->head_off : 0;
-            iov[cnt].iov_base = PyBytes_AS_STRING(b) + off;
-            iov[cnt].iov_len = (size_t)(PyBytes_GET_SIZE(b) - off);
+            iov[cnt].iov_base = chunk_data(b) + off;
+            iov[cnt].iov_len = (size_t)(chunk_size(b) - off);
         }
         ssize_t sent = writev(t->fd, iov, cnt);
         if (sent < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-                return 0;
+                goto wait;
             transport_fatal_errno(t, errno, "Fatal write error on socket transport");
             return -1;
         }
@@ -606,7 +683,7 @@ transport_flush(Transport *t)
         Py_ssize_t left = sent;
         while (done < n) {
             PyObject *b = PyList_GET_ITEM(t->pending, done);
-            Py_ssize_t avail = PyBytes_GET_SIZE(b) - t->head_off;
+            Py_ssize_t avail = chunk_size(b) - t->head_off;
             if (left < avail) {
                 t->head_off += left;
                 break;
@@ -621,10 +698,17 @@ transport_flush(Transport *t)
             /* the kernel's buffer is full; wake a paused writer at the
              * low-water mark, as asyncio does after every send */
             transport_maybe_resume(t);
-            return 0;
+            goto wait;
         }
     }
     transport_drained(t);
+    return 0;
+wait:
+    /* the rest goes on EPOLLOUT */
+    if (!t->lost_scheduled && transport_want(t) < 0) {
+        transport_fatal(t, "Fatal error on transport (epoll)");
+        return -1;
+    }
     return 0;
 }
 
@@ -960,7 +1044,27 @@ Transport_write(Transport *t, PyObject *data)
     }
     const char *buf = view.buf;
     Py_ssize_t len = view.len;
-    if (t->pending == NULL || PyList_GET_SIZE(t->pending) == 0) {
+    int idle = t->pending == NULL || PyList_GET_SIZE(t->pending) == 0;
+    if (t->poller->dispatching && len < CORK_WRITE_MAX && (idle || t->corked)) {
+        /* from a protocol callback: sent when the batch ends */
+        int rc = transport_cork(t, buf, len);
+        PyBuffer_Release(&view);
+        if (rc < 0)
+            return NULL;
+        if (t->buffered >= CORK_MAX && transport_flush(t) < 0 && PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (t->corked && !idle) {
+        /* a large write after gathered ones: all of it goes now, in order */
+        int rc = transport_queue(t, data, buf, len);
+        PyBuffer_Release(&view);
+        if (rc < 0 || (transport_flush(t) < 0 && PyErr_Occurred()))
+            return NULL;
+        transport_maybe_pause(t);
+        Py_RETURN_NONE;
+    }
+    if (idle) {
         ssize_t n = send(t->fd, buf, (size_t)len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -1097,6 +1201,22 @@ Transport_close(Transport *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Transport_abort(Transport *t, PyObject *Py_UNUSED(ignored))
 {
+    if (t->corked && t->fd >= 0 && !t->lost_scheduled && t->pending != NULL) {
+        /* Gathered writes are ones asyncio would have handed to the kernel
+         * already: hand them over (what it takes now) before dropping. */
+        struct iovec iov[MAX_IOV];
+        Py_ssize_t n = PyList_GET_SIZE(t->pending);
+        int cnt = 0;
+        for (Py_ssize_t i = 0; i < n && cnt < MAX_IOV; i++, cnt++) {
+            PyObject *b = PyList_GET_ITEM(t->pending, i);
+            Py_ssize_t off = i == 0 ? t->head_off : 0;
+            iov[cnt].iov_base = chunk_data(b) + off;
+            iov[cnt].iov_len = (size_t)(chunk_size(b) - off);
+        }
+        if (cnt > 0 && writev(t->fd, iov, cnt) < 0) {
+            /* dropping it all is what abort() does anyway */
+        }
+    }
     transport_force_close(t, NULL);
     Py_RETURN_NONE;
 }
