@@ -41,6 +41,12 @@ from tether.protocol.events import Fragment, Ping, Pong
 from tether.protocol.frames import Close
 
 if TYPE_CHECKING:  # pragma: no cover
+    from tether.aio.timers import Timer
+
+    #: What a timer setter returns: asyncio's handle or a shared-queue timer.
+    Cancellable = asyncio.TimerHandle | Timer
+
+if TYPE_CHECKING:  # pragma: no cover
     from tether.aio.options import Options
     from tether.protocol.deflate import DeflateParams
     from tether.protocol.handshake import Negotiated, Request, Response
@@ -144,9 +150,9 @@ class Connection(asyncio.BufferedProtocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._send_lock: asyncio.Lock | None = None
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
-        self._ka_handle: asyncio.TimerHandle | None = None
+        self._ka_handle: Cancellable | None = None
         self._ka_payload: bytes | None = None
-        self._close_handle: asyncio.TimerHandle | None = None
+        self._close_handle: Cancellable | None = None
         self._closed: asyncio.Future[None] | None = None
         self._closed_exc: ConnectionClosed | None = None
         self._close_callbacks: list[Callable[[Connection], Any]] | None = None
@@ -385,12 +391,17 @@ class Connection(asyncio.BufferedProtocol):
             auto_pong=options.auto_pong,
         )
 
+    def _later(self, delay: float, callback: Callable[[], Any]) -> Cancellable:
+        """Call ``callback()`` in ``delay`` seconds (the keepalive and closing
+        timers); a server's connections share queues (see tether.aio.timers)."""
+        return self._loop.call_later(delay, callback)
+
     def _open(self, core: Core, leftover: bytes) -> None:
         """Switch to the WebSocket protocol after a successful handshake."""
         self.core = core
         interval = self.options.ping_interval
         if interval:
-            self._ka_handle = self._loop.call_later(interval, self._keepalive)
+            self._ka_handle = self._later(interval, self._keepalive)
 
     # ------------------------------------------------------------------
     # Incoming events
@@ -445,7 +456,7 @@ class Connection(asyncio.BufferedProtocol):
             if self._ka_handle is not None:
                 self._ka_handle.cancel()
             if interval:
-                self._ka_handle = self._loop.call_later(interval, self._keepalive)
+                self._ka_handle = self._later(interval, self._keepalive)
         pings = self._pings
         if not pings or payload not in pings:
             return
@@ -646,7 +657,7 @@ class Connection(asyncio.BufferedProtocol):
         self._ka_handle = None
         self._ka_payload = None
         if interval and self.core is not None and self._closed_exc is None:
-            self._ka_handle = self._loop.call_later(interval, self._keepalive)
+            self._ka_handle = self._later(interval, self._keepalive)
 
     async def send(
         self,
@@ -769,7 +780,7 @@ class Connection(asyncio.BufferedProtocol):
         if self._close_handle is None and self._closed_exc is None:
             timeout = self.options.close_timeout
             if timeout is not None:
-                self._close_handle = self._loop.call_later(timeout, self._close_timed_out)
+                self._close_handle = self._later(timeout, self._close_timed_out)
 
     def _close_timed_out(self) -> None:
         self._close_handle = None
@@ -824,10 +835,10 @@ class Connection(asyncio.BufferedProtocol):
             self._flush()
             timeout = self.options.ping_timeout
             if timeout:
-                self._ka_handle = self._loop.call_later(timeout, self._keepalive_timeout)
+                self._ka_handle = self._later(timeout, self._keepalive_timeout)
             elif self.options.ping_interval:
                 self._ka_payload = None
-                self._ka_handle = self._loop.call_later(self.options.ping_interval, self._keepalive)
+                self._ka_handle = self._later(self.options.ping_interval, self._keepalive)
 
     def _keepalive_timeout(self) -> None:
         """No pong within ``ping_timeout``: the peer stopped answering."""

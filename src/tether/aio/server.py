@@ -28,14 +28,18 @@ import inspect
 import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.aio import transports
 from tether.aio.connection import Connection
 from tether.aio.options import Options, make_options
+from tether.aio.timers import Timers
 from tether.exceptions import InvalidMessage, InvalidRequest
 from tether.protocol.connection import State
 from tether.protocol.handshake import Headers, Request, Response, ServerHandshake
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tether.aio.connection import Cancellable
 
 __all__ = ["Server", "ServerConnection", "Upgrade", "serve"]
 
@@ -89,7 +93,7 @@ class ServerConnection(Connection):
         super().__init__(server.options, False)
         self._server = server
         self._hs: ServerHandshake | None = None
-        self._open_handle: asyncio.TimerHandle | None = None
+        self._open_handle: Cancellable | None = None
         self._task: asyncio.Task[Any] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -102,7 +106,14 @@ class ServerConnection(Connection):
         self._hs = server._handshake()
         timeout = self.options.open_timeout
         if timeout:
-            self._open_handle = self._loop.call_later(timeout, self._open_timed_out)
+            self._open_handle = self._later(timeout, self._open_timed_out)
+
+    def _later(self, delay: float, callback: Callable[[], Any]) -> Cancellable:
+        # One queue per delay for all of the server's connections.
+        timers = self._server._timers
+        if timers is None:  # a connection made without start() (tests)
+            return super()._later(delay, callback)
+        return timers.later(delay, callback)
 
     def _open_timed_out(self) -> None:
         self._open_handle = None
@@ -285,6 +296,7 @@ class Server:
         self._closing = False
         self._server: asyncio.base_events.Server | None = None
         self._closed: asyncio.Event = asyncio.Event()
+        self._timers: Timers | None = None
         self.handler = handler
 
     def _handshake(
@@ -359,6 +371,7 @@ class Server:
     ) -> Server:
         """Start listening. :func:`serve` calls this for you."""
         loop = asyncio.get_running_loop()
+        self._timers = Timers(loop)
         if unix is not None:
             self._server = await loop.create_unix_server(
                 self._factory, unix, ssl=ssl, backlog=backlog
