@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Any
 
-from tether.allocator import tune_malloc
+from tether.allocator import tune_server
 
 __all__ = ["add_engine_options", "engine_options", "run_server"]
 
@@ -53,7 +53,7 @@ async def run_server(
     """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully (1001)."""
     from tether.aio.server import serve
 
-    tune_malloc()
+    tune_server()
 
     loop = asyncio.get_running_loop()
     server = await serve(app, host, port, **options)

@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import Any
 
-from tether.allocator import tune_malloc
+from tether.allocator import tune_server
 from tether.cli.common import add_engine_options, engine_options
 
 __all__ = ["add_parser", "run"]
@@ -58,6 +58,6 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM."""
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    tune_malloc()
+    tune_server()
     asyncio.run(serve_demo(args.host, args.port, engine_options(args)))
     return 0

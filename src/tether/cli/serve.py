@@ -39,7 +39,7 @@ import socket
 import sys
 from typing import Any
 
-from tether.allocator import tune_malloc
+from tether.allocator import tune_server
 from tether.cli.common import add_engine_options, engine_options
 
 __all__ = ["WORKER_ID_ENV", "Supervisor", "Worker", "add_parser", "load_app", "main"]
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, ImportError) as exc:
             _say(f"tether serve: {exc}")
             return 2
-        tune_malloc()
+        tune_server()
         return asyncio.run(Worker(app, args).run())
     return asyncio.run(Supervisor(args).run())
 
