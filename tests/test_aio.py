@@ -255,9 +255,12 @@ async def test_read_backpressure_pauses_transport() -> None:
             await ws.send(message)
 
     async with tether.serve(handler, "127.0.0.1", 0, max_queue=4) as server:
-        async with tether.connect(url(server)) as ws:
-            for i in range(50):
-                await ws.send(f"m{i}")
+        async with tether.connect(url(server), compression=None) as ws:
+            # 50 x 16 KiB: more than one read brings in (small messages sent
+            # in a row may all arrive in one segment, and one read).
+            flood = [f"m{i}".ljust(16384, ".") for i in range(50)]
+            for message in flood:
+                await ws.send(message)
             await asyncio.sleep(0.2)
             conn = got[0]
             # Reading paused once 4 messages were queued; what one read had
@@ -265,8 +268,8 @@ async def test_read_backpressure_pauses_transport() -> None:
             assert conn._paused_reading
             assert 4 <= len(conn._queue) < 50
             release.set()
-            for i in range(50):
-                assert await asyncio.wait_for(ws.recv(), 5) == f"m{i}"
+            for message in flood:
+                assert await asyncio.wait_for(ws.recv(), 5) == message
 
 
 async def test_write_limit_makes_send_wait() -> None:

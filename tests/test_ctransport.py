@@ -1451,7 +1451,7 @@ class Replier(Proto):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self.reply(self.transport)
-        self.size_inside.append(self.transport.get_write_buffer_size())
+        self.size_inside.append(self.transport.gathered)
 
 
 async def test_small_writes_from_a_callback_go_out_together_in_order() -> None:
@@ -1542,3 +1542,52 @@ async def test_gathered_writes_past_a_full_kernel_buffer_wait_for_epollout() -> 
     await until(lambda: t.get_write_buffer_size() == 0)
     t.close()
     await proto.wait_lost()
+
+
+async def test_a_coroutine_burst_goes_out_first_at_once_then_together() -> None:
+    ours, peer = tcp_pair()
+    proto = Proto()
+    t = make_transport(ours, proto)
+    await asyncio.sleep(0)  # a new loop turn
+    t.write(b"first")
+    assert t.gathered == 0  # a first write goes straight to the kernel
+    for i in range(1000):
+        t.write(b"%04d" % i)
+    # the rest of the burst waits for the loop's next turn, gathered; that
+    # is not a backlog (the kernel was not offered it yet)
+    assert t.gathered == 4000
+    assert t.get_write_buffer_size() == 0
+    expected = b"first" + b"".join(b"%04d" % i for i in range(1000))
+    assert await read_exactly(peer, len(expected)) == expected
+    assert t.get_write_buffer_size() == 0
+    # a later turn: the first write goes out at once again
+    assert t.gathered == 0
+    await asyncio.sleep(0)
+    t.write(b"again")
+    assert t.gathered == 0
+    assert await read_exactly(peer, 5) == b"again"
+    t.close()
+    await proto.wait_lost()
+
+
+async def test_a_gathered_burst_then_close_or_write_eof_keeps_everything() -> None:
+    ours, peer = tcp_pair()
+    proto = Proto()
+    t = make_transport(ours, proto)
+    await asyncio.sleep(0)
+    t.write(b"a")
+    t.write(b"b")
+    t.write_eof()  # after the gathered bytes
+    assert await read_until_eof(peer) == b"ab"
+    t.close()
+    await proto.wait_lost()
+
+    ours, peer = tcp_pair()
+    proto = Proto()
+    t = make_transport(ours, proto)
+    await asyncio.sleep(0)
+    t.write(b"a")
+    t.write(b"b")
+    t.close()
+    assert await read_until_eof(peer) == b"ab"
+    assert await proto.wait_lost() is None

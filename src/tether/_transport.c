@@ -68,6 +68,9 @@ typedef struct {
     PyObject *corked;    /* transports with writes gathered in this batch */
     int epfd;
     int dispatching;
+    int flush_scheduled;    /* flush_cb is in the loop's ready queue */
+    PyObject *flush_cb;     /* bound self._flush, for loop.call_soon */
+    unsigned long long turn; /* advances with every dispatch and every flush */
     Py_ssize_t registered; /* objects in the epoll set */
     Py_ssize_t attached;   /* open transports and listeners */
 } Poller;
@@ -94,6 +97,7 @@ typedef struct {
     PyObject *sock;      /* socket.socket made by get_extra_info("socket") */
     Py_ssize_t head_off; /* bytes of pending[0] already sent */
     Py_ssize_t buffered; /* bytes in pending, minus head_off */
+    Py_ssize_t gathered; /* of which gathered, not yet offered to the kernel */
     Py_ssize_t high_water, low_water;
     unsigned closing : 1;
     unsigned reading_paused : 1;
@@ -104,6 +108,7 @@ typedef struct {
     unsigned buffered_protocol : 1;
     unsigned at_eof : 1; /* the peer's FIN was read: nothing more to read */
     unsigned corked : 1; /* in poller->corked: flushed when the batch ends */
+    unsigned long long write_turn; /* poller->turn of the last direct send */
     PyObject *peername, *sockname; /* read when the transport starts */
 } Transport;
 
@@ -290,6 +295,34 @@ static void transport_on_events(Transport *t, uint32_t events);
 static void listener_on_events(Listener *l);
 static int transport_flush(Transport *t);
 
+/* Send the gathered writes of every corked transport (a flush may write
+ * again: the list can grow while it is walked). */
+static void
+poller_flush_corked(Poller *self)
+{
+    self->turn++;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->corked); i++) {
+        Transport *t = (Transport *)PyList_GET_ITEM(self->corked, i);
+        t->corked = 0;
+        if (t->fd >= 0 && !t->lost_scheduled && t->pending != NULL &&
+            PyList_GET_SIZE(t->pending) > 0 && transport_flush(t) < 0 && PyErr_Occurred())
+            PyErr_WriteUnraisable((PyObject *)t);
+    }
+    if (PyList_GET_SIZE(self->corked) > 0)
+        PyList_SetSlice(self->corked, 0, PY_SSIZE_T_MAX, NULL);
+}
+
+/* loop.call_soon() target: the writes a coroutine made in a row. */
+static PyObject *
+Poller_flush(Poller *self, PyObject *Py_UNUSED(ignored))
+{
+    self->flush_scheduled = 0;
+    poller_flush_corked(self);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 Poller_poll(Poller *self, PyObject *Py_UNUSED(ignored))
 {
@@ -317,19 +350,10 @@ Poller_poll(Poller *self, PyObject *Py_UNUSED(ignored))
         if (PyErr_Occurred())
             break; /* KeyboardInterrupt, SystemExit: the loop stops */
     }
-    /* send what the callbacks wrote (a flush may write again: the list
-     * can grow while it is walked), even when a KeyboardInterrupt stops
+    /* send what the callbacks wrote, even when a KeyboardInterrupt stops
      * the batch */
     PyObject *stopped = PyErr_Occurred() ? fetch_exc() : NULL;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->corked); i++) {
-        Transport *t = (Transport *)PyList_GET_ITEM(self->corked, i);
-        t->corked = 0;
-        if (t->fd >= 0 && !t->lost_scheduled && t->pending != NULL &&
-            PyList_GET_SIZE(t->pending) > 0 && transport_flush(t) < 0 && PyErr_Occurred())
-            PyErr_WriteUnraisable((PyObject *)t);
-    }
-    if (PyList_GET_SIZE(self->corked) > 0)
-        PyList_SetSlice(self->corked, 0, PY_SSIZE_T_MAX, NULL);
+    poller_flush_corked(self);
     if (stopped != NULL)
         restore_exc(stopped);
     self->dispatching--;
@@ -361,7 +385,8 @@ Poller_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->poll_cb = self->graveyard && self->corked
                         ? PyObject_GetAttrString((PyObject *)self, "_poll")
                         : NULL;
-    if (self->poll_cb == NULL) {
+    self->flush_cb = self->poll_cb ? PyObject_GetAttrString((PyObject *)self, "_flush") : NULL;
+    if (self->flush_cb == NULL) {
         Py_DECREF(self);
         return NULL;
     }
@@ -373,6 +398,7 @@ Poller_traverse(Poller *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->loop);
     Py_VISIT(self->poll_cb);
+    Py_VISIT(self->flush_cb);
     Py_VISIT(self->graveyard);
     Py_VISIT(self->corked);
     return 0;
@@ -382,6 +408,7 @@ static int
 Poller_clear(Poller *self)
 {
     Py_CLEAR(self->poll_cb);
+    Py_CLEAR(self->flush_cb);
     Py_CLEAR(self->graveyard);
     Py_CLEAR(self->corked);
     Py_CLEAR(self->loop);
@@ -413,6 +440,8 @@ Poller_get_loop(Poller *self, void *Py_UNUSED(closure))
 static PyMethodDef Poller_methods[] = {
     {"_poll", (PyCFunction)Poller_poll, METH_NOARGS,
      "Dispatch the ready sockets (the loop calls this)."},
+    {"_flush", (PyCFunction)Poller_flush, METH_NOARGS,
+     "Send the writes gathered outside a dispatch (the loop calls this)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -482,6 +511,7 @@ transport_force_close(Transport *t, PyObject *exc)
     t->lost_scheduled = 1;
     Py_CLEAR(t->pending);
     t->buffered = 0;
+    t->gathered = 0;
     t->head_off = 0;
     if (pollable_set_events((Pollable *)t, 0) < 0)
         PyErr_WriteUnraisable((PyObject *)t);
@@ -595,6 +625,7 @@ transport_cork(Transport *t, const char *buf, Py_ssize_t len)
             return -1;
     }
     t->buffered += len;
+    t->gathered += len;
     if (!t->corked) {
         if (PyList_Append(t->poller->corked, (PyObject *)t) < 0)
             return -1;
@@ -662,6 +693,7 @@ static int
 transport_flush(Transport *t)
 {
     struct iovec iov[MAX_IOV];
+    t->gathered = 0; /* all of it is offered now; what stays is a backlog */
     while (t->pending != NULL && PyList_GET_SIZE(t->pending) > 0) {
         Py_ssize_t n = PyList_GET_SIZE(t->pending);
         int cnt = 0;
@@ -884,6 +916,7 @@ transport_create(PyTypeObject *type, Poller *poller, int fd, PyObject *protocol)
     int has = PyObject_HasAttr(protocol, s_get_buffer);
     t->buffered_protocol = has ? 1 : 0;
     /* read now, as asyncio does: a reset peer has no peername any more */
+    t->write_turn = poller->turn - 1; /* its first write goes out at once */
     t->peername = socket_address(fd, 1);
     t->sockname = socket_address(fd, 0);
     if (pollable_attach((Pollable *)t) < 0) {
@@ -1045,12 +1078,24 @@ Transport_write(Transport *t, PyObject *data)
     const char *buf = view.buf;
     Py_ssize_t len = view.len;
     int idle = t->pending == NULL || PyList_GET_SIZE(t->pending) == 0;
-    if (t->poller->dispatching && len < CORK_WRITE_MAX && (idle || t->corked)) {
-        /* from a protocol callback: sent when the batch ends */
+    Poller *p = t->poller;
+    if (len < CORK_WRITE_MAX && (idle || t->corked) &&
+        (p->dispatching || t->corked || t->write_turn == p->turn)) {
+        /* From a protocol callback: sent when the batch ends. From a
+         * coroutine that already sent in this turn of the loop (a burst of
+         * sends without a wait between them): sent at the loop's next turn,
+         * together. A first send goes out at once (below). */
         int rc = transport_cork(t, buf, len);
         PyBuffer_Release(&view);
         if (rc < 0)
             return NULL;
+        if (!p->dispatching && !p->flush_scheduled) {
+            PyObject *r = PyObject_CallMethodOneArg(p->loop, s_call_soon, p->flush_cb);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+            p->flush_scheduled = 1;
+        }
         if (t->buffered >= CORK_MAX && transport_flush(t) < 0 && PyErr_Occurred())
             return NULL;
         Py_RETURN_NONE;
@@ -1065,6 +1110,7 @@ Transport_write(Transport *t, PyObject *data)
         Py_RETURN_NONE;
     }
     if (idle) {
+        t->write_turn = p->turn;
         ssize_t n = send(t->fd, buf, (size_t)len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -1302,10 +1348,13 @@ Transport_get_write_buffer_limits(Transport *t, PyObject *Py_UNUSED(ignored))
     return Py_BuildValue("(nn)", t->low_water, t->high_water);
 }
 
+/* What the kernel did not take: gathered writes are not counted (they
+ * have not been offered yet, and asyncio would have sent them already), so
+ * that the size means what it means on asyncio's transports: a backlog. */
 static PyObject *
 Transport_get_write_buffer_size(Transport *t, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromSsize_t(t->buffered);
+    return PyLong_FromSsize_t(t->buffered - t->gathered);
 }
 
 static PyObject *
@@ -1375,6 +1424,12 @@ Transport_get_fd(Transport *t, void *Py_UNUSED(closure))
     return PyLong_FromLong(t->fd);
 }
 
+static PyObject *
+Transport_get_gathered(Transport *t, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(t->gathered);
+}
+
 static PyMethodDef Transport_methods[] = {
     {"write", (PyCFunction)Transport_write, METH_O, "Send bytes (queued if the kernel is full)."},
     {"writelines", (PyCFunction)Transport_writelines, METH_O,
@@ -1404,6 +1459,8 @@ static PyMethodDef Transport_methods[] = {
 
 static PyGetSetDef Transport_getset[] = {
     {"fd", (getter)Transport_get_fd, NULL, "The socket's descriptor (-1 once closed).", NULL},
+    {"gathered", (getter)Transport_get_gathered, NULL,
+     "Bytes of small writes gathered for one send, not yet offered to the kernel.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

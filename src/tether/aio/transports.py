@@ -1,19 +1,23 @@
 """Which transports the asyncio layer opens: compiled ones when it can.
 
-On asyncio's own selector loop on Linux, without TLS, servers accept with
-:mod:`tether._transport` (built with the package): the sockets of a loop
-share one epoll instance that the loop watches as a single descriptor, and
-a C callback accepts, reads and writes for all of them. That removes, per
-connection, asyncio's Handle, selector key and Python accept path, and per
-readiness event, the trip through ``selectors.py`` and ``Handle._run``.
-``TETHER_NO_CTRANSPORT=1`` turns it off alone.
+On asyncio's own selector loop on Linux, without TLS, servers and clients
+use :mod:`tether._transport` (built with the package): the sockets of a
+loop share one epoll instance that the loop watches as a single descriptor,
+and a C callback accepts, reads and writes for all of them. Per connection,
+that removes asyncio's Handle, selector key and Python accept path; per
+readiness event, the trip through ``selectors.py`` and ``Handle._run``; and
+writes that protocol callbacks make during one batch leave in one
+``send()`` per connection. asyncio still resolves and connects a client's
+socket (every address, happy eyeballs); the connected socket then moves
+over. ``TETHER_NO_CTRANSPORT=1`` turns them off alone.
 
-Clients, TLS and the other loops go through ``fastnet`` when it applies: the
-``aiofastnet`` module (compiled asyncio transports, the ``tether[fast]``
-extra, by picows' author) when it is installed, else asyncio's transports.
-``TETHER_NO_FASTNET=1`` turns aiofastnet off alone; ``TETHER_NO_SPEEDUPS=1``
-turns off both with the rest of the accelerator. uvloop's transports are
-compiled already and are used as they are.
+Elsewhere (another OS, or turned off), TCP goes through ``fastnet`` when it
+applies: the ``aiofastnet`` module (compiled asyncio transports, the
+``tether[fast]`` extra, by picows' author) when it is installed, else
+asyncio's transports. ``TETHER_NO_FASTNET=1`` turns aiofastnet off alone;
+``TETHER_NO_SPEEDUPS=1`` turns off both with the rest of the accelerator.
+TLS always uses asyncio's transports; uvloop's are compiled already and are
+used as they are.
 
 What to call next: nothing; :func:`create_connection` and
 :func:`create_server` are what the client and the server call.
