@@ -1,5 +1,5 @@
-/* tether._transport: compiled TCP transports for asyncio's selector loop
- * (Linux).
+/* tether._transport: compiled TCP transports for asyncio event loops
+ * (Linux; asyncio's selector loop and uvloop, anything with add_reader).
  *
  * asyncio's own transports register every socket with the loop's selector:
  * one Handle and one SelectorKey per connection, and a trip through
@@ -17,12 +17,14 @@
  *
  * Protocols are asyncio.BufferedProtocol (get_buffer/buffer_updated, one
  * recv_into per readiness event) or asyncio.Protocol (data_received).
- * Semantics follow asyncio's _SelectorSocketTransport: writes go straight
- * to send() while nothing is queued; the rest waits for EPOLLOUT; the
- * protocol's pause_writing()/resume_writing() follow the high/low water
- * marks; connection_lost() is called from the loop (call_soon), never from
- * inside close() or abort(). An idle connection costs the Transport object
- * alone: no per-connection buffer, Handle or key.
+ * Semantics follow asyncio's _SelectorSocketTransport: what the kernel does
+ * not take waits for EPOLLOUT; the protocol's pause_writing() and
+ * resume_writing() follow the high/low water marks; connection_lost() is
+ * called from the loop (call_soon), never from inside close() or abort().
+ * One difference, for throughput: small writes made by protocol callbacks
+ * during a dispatch, or by a coroutine after its first send of a loop turn,
+ * are gathered and leave together (see CORK_WRITE_MAX). An idle connection
+ * costs the Transport object alone: no per-connection buffer, Handle or key.
  *
  * What to call next: nothing here directly; tether/aio/transports.py wraps
  * it as create_server() and create_connection().
@@ -1699,7 +1701,7 @@ static PyModuleDef_Slot transport_slots[] = {
 static struct PyModuleDef transport_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tether._transport",
-    .m_doc = "Compiled TCP transports for asyncio's selector loop (Linux, epoll).",
+    .m_doc = "Compiled TCP transports for asyncio event loops (Linux, epoll).",
     .m_size = 0,
     .m_slots = transport_slots,
 };
