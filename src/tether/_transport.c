@@ -114,6 +114,13 @@ typedef struct {
     PyObject *peername, *sockname; /* read when the transport starts */
 } Transport;
 
+/* Something is queued (waiting for EPOLLOUT, or gathered). */
+static inline int
+has_pending(Transport *t)
+{
+    return t->pending != NULL && PyList_GET_SIZE(t->pending) > 0;
+}
+
 typedef struct {
     PyObject_HEAD
     Poller *poller;
@@ -128,6 +135,13 @@ typedef struct {
 } Listener;
 
 static PyTypeObject Poller_Type, Transport_Type, Listener_Type;
+
+/* A non-blocking call that found nothing to do now (or was interrupted). */
+static inline int
+would_block(int err)
+{
+    return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
+}
 
 /* PyErr_GetRaisedException/SetRaisedException, which Python 3.11 lacks. */
 static PyObject *
@@ -306,8 +320,7 @@ poller_flush_corked(Poller *self)
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->corked); i++) {
         Transport *t = (Transport *)PyList_GET_ITEM(self->corked, i);
         t->corked = 0;
-        if (t->fd >= 0 && !t->lost_scheduled && t->pending != NULL &&
-            PyList_GET_SIZE(t->pending) > 0 && transport_flush(t) < 0 && PyErr_Occurred())
+        if (t->fd >= 0 && !t->lost_scheduled && has_pending(t) && transport_flush(t) < 0 && PyErr_Occurred())
             PyErr_WriteUnraisable((PyObject *)t);
     }
     if (PyList_GET_SIZE(self->corked) > 0)
@@ -498,7 +511,7 @@ transport_want(Transport *t)
         return 0;
     if (!t->closing && !t->reading_paused && !t->at_eof)
         ev |= EPOLLIN;
-    if (t->pending != NULL && PyList_GET_SIZE(t->pending) > 0)
+    if (has_pending(t))
         ev |= EPOLLOUT;
     return pollable_set_events((Pollable *)t, ev);
 }
@@ -666,6 +679,22 @@ transport_queue(Transport *t, PyObject *data, const char *buf, Py_ssize_t len)
 
 static int transport_flush(Transport *t);
 
+/* The queue as iovecs (at most MAX_IOV, from its unsent head on); returns
+ * how many. */
+static int
+pending_iov(Transport *t, struct iovec *iov)
+{
+    Py_ssize_t n = PyList_GET_SIZE(t->pending);
+    int cnt = 0;
+    for (Py_ssize_t i = 0; i < n && cnt < MAX_IOV; i++, cnt++) {
+        PyObject *b = PyList_GET_ITEM(t->pending, i);
+        Py_ssize_t off = i == 0 ? t->head_off : 0;
+        iov[cnt].iov_base = chunk_data(b) + off;
+        iov[cnt].iov_len = (size_t)(chunk_size(b) - off);
+    }
+    return cnt;
+}
+
 static void
 transport_do_eof(Transport *t)
 {
@@ -696,18 +725,12 @@ transport_flush(Transport *t)
 {
     struct iovec iov[MAX_IOV];
     t->gathered = 0; /* all of it is offered now; what stays is a backlog */
-    while (t->pending != NULL && PyList_GET_SIZE(t->pending) > 0) {
+    while (has_pending(t)) {
         Py_ssize_t n = PyList_GET_SIZE(t->pending);
-        int cnt = 0;
-        for (Py_ssize_t i = 0; i < n && cnt < MAX_IOV; i++, cnt++) {
-            PyObject *b = PyList_GET_ITEM(t->pending, i);
-            Py_ssize_t off = i == 0 ? t->head_off : 0;
-            iov[cnt].iov_base = chunk_data(b) + off;
-            iov[cnt].iov_len = (size_t)(chunk_size(b) - off);
-        }
+        int cnt = pending_iov(t, iov);
         ssize_t sent = writev(t->fd, iov, cnt);
         if (sent < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            if (would_block(errno))
                 goto wait;
             transport_fatal_errno(t, errno, "Fatal write error on socket transport");
             return -1;
@@ -753,7 +776,7 @@ transport_close(Transport *t)
     if (t->closing)
         return 0;
     t->closing = 1;
-    if (t->pending == NULL || PyList_GET_SIZE(t->pending) == 0) {
+    if (!has_pending(t)) {
         transport_force_close(t, NULL);
         return 0;
     }
@@ -763,8 +786,7 @@ transport_close(Transport *t)
 static void
 transport_on_events(Transport *t, uint32_t events)
 {
-    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && t->pending != NULL &&
-        PyList_GET_SIZE(t->pending) > 0) {
+    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && has_pending(t)) {
         if (transport_flush(t) < 0)
             return;
     }
@@ -808,7 +830,7 @@ transport_on_events(Transport *t, uint32_t events)
             goto done;
         }
         if (n < 0) {
-            if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR)
+            if (!would_block(err))
                 transport_fatal_errno(t, err, "Fatal read error on socket transport");
             goto done;
         }
@@ -827,7 +849,7 @@ transport_on_events(Transport *t, uint32_t events)
             goto done;
         }
         if (n < 0) {
-            if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR)
+            if (!would_block(err))
                 transport_fatal_errno(t, err, "Fatal read error on socket transport");
             goto done;
         }
@@ -1016,11 +1038,7 @@ Transport_dealloc(Transport *t)
             close(t->fd);
         t->fd = -1;
     }
-    if (t->attached) {
-        t->attached = 0;
-        t->poller->attached--;
-        poller_shut(t->poller);
-    }
+    pollable_detach((Pollable *)t); /* out of the epoll set already: only the count */
     Py_CLEAR(t->sock);
     Py_CLEAR(t->peername);
     Py_CLEAR(t->sockname);
@@ -1051,14 +1069,24 @@ Transport_call_connection_lost(Transport *t, PyObject *exc)
     return r;
 }
 
+/* write() and writelines() take bytes-like objects, never str (asyncio's
+ * message). */
 static int
-get_data(PyObject *data, Py_buffer *view)
+check_data(PyObject *data)
 {
-    if (PyUnicode_Check(data)) {
+    if (PyUnicode_Check(data) || !PyObject_CheckBuffer(data)) {
         PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not '%.100s'",
                      Py_TYPE(data)->tp_name);
         return -1;
     }
+    return 0;
+}
+
+static int
+get_data(PyObject *data, Py_buffer *view)
+{
+    if (check_data(data) < 0)
+        return -1;
     return PyObject_GetBuffer(data, view, PyBUF_SIMPLE);
 }
 
@@ -1079,7 +1107,7 @@ Transport_write(Transport *t, PyObject *data)
     }
     const char *buf = view.buf;
     Py_ssize_t len = view.len;
-    int idle = t->pending == NULL || PyList_GET_SIZE(t->pending) == 0;
+    int idle = !has_pending(t);
     Poller *p = t->poller;
     if (len < CORK_WRITE_MAX && (idle || t->corked) &&
         (p->dispatching || t->corked || t->write_turn == p->turn)) {
@@ -1115,7 +1143,7 @@ Transport_write(Transport *t, PyObject *data)
         t->write_turn = p->turn;
         ssize_t n = send(t->fd, buf, (size_t)len, MSG_NOSIGNAL);
         if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            if (!would_block(errno)) {
                 int err = errno;
                 PyBuffer_Release(&view);
                 transport_fatal_errno(t, err, "Fatal write error on socket transport");
@@ -1164,10 +1192,7 @@ Transport_writelines(Transport *t, PyObject *lines)
     }
     /* all or nothing: check every item before sending any */
     for (Py_ssize_t k = 0; k < n; k++) {
-        if (PyUnicode_Check(items[k]) || !PyObject_CheckBuffer(items[k])) {
-            PyErr_Format(PyExc_TypeError,
-                         "data argument must be a bytes-like object, not '%.100s'",
-                         Py_TYPE(items[k])->tp_name);
+        if (check_data(items[k]) < 0) {
             Py_DECREF(seq);
             return NULL;
         }
@@ -1191,10 +1216,10 @@ Transport_writelines(Transport *t, PyObject *lines)
         }
         if (rc == 0 && total > 0) {
             ssize_t sent = 0;
-            if (t->pending == NULL || PyList_GET_SIZE(t->pending) == 0) {
+            if (!has_pending(t)) {
                 sent = writev(t->fd, iov, cnt);
                 if (sent < 0) {
-                    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                    if (!would_block(errno)) {
                         int err = errno;
                         for (int k = 0; k < cnt; k++)
                             PyBuffer_Release(&views[k]);
@@ -1253,14 +1278,7 @@ Transport_abort(Transport *t, PyObject *Py_UNUSED(ignored))
         /* Gathered writes are ones asyncio would have handed to the kernel
          * already: hand them over (what it takes now) before dropping. */
         struct iovec iov[MAX_IOV];
-        Py_ssize_t n = PyList_GET_SIZE(t->pending);
-        int cnt = 0;
-        for (Py_ssize_t i = 0; i < n && cnt < MAX_IOV; i++, cnt++) {
-            PyObject *b = PyList_GET_ITEM(t->pending, i);
-            Py_ssize_t off = i == 0 ? t->head_off : 0;
-            iov[cnt].iov_base = chunk_data(b) + off;
-            iov[cnt].iov_len = (size_t)(chunk_size(b) - off);
-        }
+        int cnt = pending_iov(t, iov);
         if (cnt > 0 && writev(t->fd, iov, cnt) < 0) {
             /* dropping it all is what abort() does anyway */
         }
@@ -1371,7 +1389,7 @@ Transport_write_eof(Transport *t, PyObject *Py_UNUSED(ignored))
     if (t->closing || t->eof_pending || t->eof_sent)
         Py_RETURN_NONE;
     t->eof_pending = 1;
-    if (t->pending == NULL || PyList_GET_SIZE(t->pending) == 0)
+    if (!has_pending(t))
         transport_do_eof(t);
     Py_RETURN_NONE;
 }
@@ -1618,11 +1636,7 @@ static void
 Listener_dealloc(Listener *l)
 {
     PyObject_GC_UnTrack(l);
-    if (l->attached) {
-        l->attached = 0;
-        l->poller->attached--;
-        poller_shut(l->poller);
-    }
+    pollable_detach((Pollable *)l);
     Listener_clear(l);
     Py_CLEAR(l->poller);
     Py_TYPE(l)->tp_free((PyObject *)l);
