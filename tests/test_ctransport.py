@@ -897,74 +897,40 @@ async def test_write_eof_with_nothing_queued_is_immediate() -> None:
 # protocol exceptions are reported and close the connection
 
 
-async def test_exception_in_data_received_is_reported() -> None:
-    class Bad(Proto):
-        def data_received(self, data: bytes) -> None:
-            raise Boom("data_received")
+def _raising(base: type[Common], name: str) -> Any:
+    """A ``base`` protocol whose method ``name`` raises Boom(name)."""
 
+    def fail(self: Any, *args: Any) -> Any:
+        raise Boom(name)
+
+    return type(f"Bad_{name}", (base,), {name: fail})()
+
+
+@pytest.mark.parametrize(
+    ("base", "name"),
+    [
+        (Proto, "data_received"),
+        (BufProto, "buffer_updated"),
+        (BufProto, "get_buffer"),
+        (Proto, "eof_received"),
+    ],
+)
+async def test_exception_in_a_callback_is_reported_and_closes(
+    base: type[Common], name: str
+) -> None:
     errors = capture_errors()
     ours, peer = tcp_pair()
-    proto = Bad()
+    proto = _raising(base, name)
     t = make_transport(ours, proto)
-    await send(peer, b"x")
-    exc = await proto.wait_lost()
-    assert isinstance(exc, Boom)
-    assert len(errors) == 1
-    assert errors[0]["exception"] is exc
-    assert errors[0]["transport"] is t
-    assert errors[0]["protocol"] is proto
-    assert "data_received" in errors[0]["message"]
-    assert await read_until_eof(peer) == b""  # and the connection is closed
-    peer.close()
-
-
-async def test_exception_in_buffer_updated_is_reported() -> None:
-    class Bad(BufProto):
-        def buffer_updated(self, nbytes: int) -> None:
-            raise Boom("buffer_updated")
-
-    errors = capture_errors()
-    ours, peer = tcp_pair()
-    proto = Bad()
-    t = make_transport(ours, proto)
-    await send(peer, b"x")
+    if name == "eof_received":
+        peer.shutdown(socket.SHUT_WR)
+    else:
+        await send(peer, b"x")
     exc = await proto.wait_lost()
     assert isinstance(exc, Boom)
     assert [(e["exception"], e["transport"], e["protocol"]) for e in errors] == [(exc, t, proto)]
-    assert "buffer_updated" in errors[0]["message"]
-    assert await read_until_eof(peer) == b""
-    peer.close()
-
-
-async def test_exception_in_get_buffer_is_reported() -> None:
-    class Bad(BufProto):
-        def get_buffer(self, sizehint: int) -> memoryview:
-            raise Boom("get_buffer")
-
-    errors = capture_errors()
-    ours, peer = tcp_pair()
-    proto = Bad()
-    make_transport(ours, proto)
-    await send(peer, b"x")
-    exc = await proto.wait_lost()
-    assert isinstance(exc, Boom)
-    assert [e["exception"] for e in errors] == [exc]
-    peer.close()
-
-
-async def test_exception_in_eof_received_is_reported() -> None:
-    class Bad(Proto):
-        def eof_received(self) -> bool | None:
-            raise Boom("eof_received")
-
-    errors = capture_errors()
-    ours, peer = tcp_pair()
-    proto = Bad()
-    make_transport(ours, proto)
-    peer.shutdown(socket.SHUT_WR)
-    exc = await proto.wait_lost()
-    assert isinstance(exc, Boom)
-    assert [e["exception"] for e in errors] == [exc]
+    assert name in errors[0]["message"]
+    assert await read_until_eof(peer) == b""  # and the connection is closed
     peer.close()
 
 
