@@ -434,6 +434,51 @@ async def test_registered_counts_the_sockets_in_the_epoll_set() -> None:
         peer.close()
 
 
+async def test_a_lone_socket_is_read_without_spinning_through_every_change() -> None:
+    """With one socket in the set the poller reads it without asking the set
+    which one is ready; the set learns the lone socket again when a second
+    one goes, and a stale readiness never makes the loop spin."""
+    import time
+
+    ours, peer = tcp_pair()
+    proto = BufProto()
+    make_transport(ours, proto)  # alone in the set
+    for i in range(20):
+        await send(peer, b"%03d;" % i)
+        await until(lambda i=i: proto.received.endswith(b"%03d;" % i))
+    other_ours, other_peer = tcp_pair()
+    other = BufProto()
+    other_t = make_transport(other_ours, other)  # two in the set
+    await send(peer, b"two;")
+    await send(other_peer, b"other;")
+    await until(lambda: proto.received.endswith(b"two;") and other.received == b"other;")
+    other_t.close()  # alone again: which one is learnt from the next wait
+    await other.wait_lost()
+    for i in range(20, 40):
+        await send(peer, b"%03d;" % i)
+        await until(lambda i=i: proto.received.endswith(b"%03d;" % i))
+    proto.transport.pause_reading()  # no longer waiting to read
+    await send(peer, b"held;")
+    await asyncio.sleep(0.05)
+    assert not proto.received.endswith(b"held;")
+    proto.transport.resume_reading()
+    await until(lambda: proto.received.endswith(b"held;"))
+    expected = b"".join(b"%03d;" % i for i in range(20)) + b"two;"
+    expected += b"".join(b"%03d;" % i for i in range(20, 40)) + b"held;"
+    assert bytes(proto.received) == expected
+    # every read found data but for at most a few stale readinesses
+    reads = len(proto.hints)
+    assert reads <= 42 + 5, reads
+    cpu = time.process_time()
+    await asyncio.sleep(0.3)  # idle: the loop must sleep, not poll the socket
+    assert time.process_time() - cpu < 0.1
+    assert len(proto.hints) == reads
+    proto.transport.close()
+    await proto.wait_lost()
+    peer.close()
+    other_peer.close()
+
+
 # ---------------------------------------------------------------------------
 # writing
 
