@@ -16,7 +16,8 @@ Workloads (wsload arguments, see ../shared/tools/wsload/README.md):
 (a) ``-c 1 -s 16``, (b) ``-c 64 -s 64``, (c) ``-c 64 -s 16384``, (d) ``-c 4 -s 1048576``,
 (e) idle ``-i -c 1000`` and ``-i -c 10000`` (server RSS per connection, handshakes/s);
 client workloads against wsecho: ``seq`` (send 16 B, await its echo) and
-``pipe`` (bursts of 1000 x 16 B), see bench/peers/clients.py.
+``pipe`` (bursts of 1000 x 16 B), see bench/peers/clients.py; ``seq`` also
+runs paired (the clients alternating in one process, see clients.py).
 """
 
 from __future__ import annotations
@@ -240,6 +241,21 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float | None]]
                 for key, value in values.items():
                     results[key].setdefault(subject, []).append(value)
                 log(f"  {w.key:5} {subject:11} " + " ".join(f"{k}={v}" for k, v in values.items()))
+    if "seq" in wanted:
+        # The seq row swings with the machine (whole runs drift between
+        # levels); slices of the clients alternating in one process are
+        # compared under the same conditions (bench/peers/clients.py).
+        results["seq-paired"] = {}
+        for run in range(args.runs):
+            try:
+                with running_server("wsecho", args.loop, tools) as (port, _):
+                    out = run_client("paired", "seq", port, args.loop, seconds * 3, 0)
+            except Exception as exc:  # one failure must not lose the run
+                log(f"  seq-paired: FAILED {exc}")
+                continue
+            log(f"  seq-paired run {run + 1}: {out}")
+            for key, value in out.items():
+                results["seq-paired"].setdefault(key, []).append(value)
     if args.compression_rss and not args.quick and ("e10k" in wanted):
         # wsload never offers permessage-deflate: a small Python client does.
         results["e10k-deflate"] = {}
@@ -323,6 +339,17 @@ def table(results: dict[str, dict[str, list[float | None]]]) -> str:
             for p in [*PYTHON_PEERS, "wsecho"]
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    paired = results.get("seq-paired")
+    if paired:
+        lines.append("")
+        lines.append(
+            "Client seq, the clients alternating in one process (slices of 2,000 round trips,"
+            f" medians of the per-slice ratios, median of {len(paired.get('rounds', []))} runs):"
+            f" tether {fmt(median(paired.get('tether_x_picows', [])))}x picows,"
+            f" tether callbacks {fmt(median(paired.get('tether-cb_x_picows', [])))}x picows,"
+            f" tether {fmt(median(paired.get('tether_x_picows-await', [])))}x picows awaited"
+            " (a future per echo)"
+        )
     extra = results.get("e10k-deflate")
     if extra:
         lines.append("")

@@ -4,6 +4,13 @@ LIB: tether (await send/recv), tether-cb (message handler + send_nowait),
 websockets, aiohttp, picows (its callback listener). MODE: ``seq`` (send 16 B,
 wait for its echo, repeat) or ``pipe`` (send a burst of BURST messages, then
 read the BURST echoes, repeat). Prints one JSON line: ``{"msgs_per_s": ...}``.
+
+LIB ``paired`` (``seq`` only) runs tether, tether-cb, picows and picows
+awaited (a future per echo) in one process and one loop, in alternating
+slices of SLICE round trips, and prints the medians of the per-round
+ratios. On a virtual machine the speed of a round trip drifts between levels
+from second to second for every library; slices a fraction of a second apart
+see the same level, so their ratio is steadier than that of whole runs.
 """
 
 from __future__ import annotations
@@ -11,12 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 MSG = b"0123456789abcdef"
 BURST = 1000
+SLICE = 2000
 
 
 class Clock:
@@ -174,6 +183,99 @@ async def run_picows(uri: str, mode: str, clock: Clock) -> None:
     transport.disconnect()
 
 
+async def run_paired(uri: str, clock: Clock) -> dict[str, float]:
+    """Alternate slices of SLICE sequential round trips: tether (await),
+    tether-cb, picows, in a rotating order, until the clock runs out."""
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+    import tether
+
+    loop = asyncio.get_running_loop()
+    # One tether connection serves both of its modes (a handler is set for
+    # the callback slices only): a second one would share its poller, which
+    # reads a lone socket with a system call fewer.
+    ws = await tether.connect(uri, compression=None)
+    left = [0, 0]  # round trips still to make: tether-cb, picows
+    done: list[asyncio.Future[None]] = [loop.create_future(), loop.create_future()]
+
+    def on_message(message: Any) -> None:
+        left[0] -= 1
+        if left[0]:
+            ws.send_nowait(MSG)
+        else:
+            done[0].set_result(None)
+
+    echo: list[asyncio.Future[bytes] | None] = [None]  # picows awaited: the echo's future
+
+    class Client(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            waiter = echo[0]
+            if waiter is not None:
+                waiter.set_result(frame.get_payload_as_bytes())
+                return
+            left[1] -= 1
+            if left[1]:
+                transport.send(WSMsgType.BINARY, MSG)
+            else:
+                done[1].set_result(None)
+
+    picows, _ = await ws_connect(Client, uri)
+
+    async def slice_await() -> None:
+        for _ in range(SLICE):
+            await ws.send(MSG)
+            await ws.recv()
+
+    async def slice_callbacks() -> None:
+        left[0], done[0] = SLICE, loop.create_future()
+        ws.set_message_handler(on_message)
+        ws.send_nowait(MSG)
+        await done[0]
+        ws.set_message_handler(None)
+
+    async def slice_picows() -> None:
+        left[1], done[1] = SLICE, loop.create_future()
+        picows.send(WSMsgType.BINARY, MSG)
+        await done[1]
+
+    async def slice_picows_await() -> None:
+        # picows has no awaitable receive: a future per message is the way
+        # to await its echoes from a coroutine.
+        for _ in range(SLICE):
+            echo[0] = loop.create_future()
+            picows.send(WSMsgType.BINARY, MSG)
+            await echo[0]
+        echo[0] = None
+
+    slices = {
+        "tether": slice_await,
+        "tether-cb": slice_callbacks,
+        "picows": slice_picows,
+        "picows-await": slice_picows_await,
+    }
+    rates: dict[str, list[float]] = {name: [] for name in slices}
+    names = list(slices)
+    rounds = 0
+    while clock.tick(0) or rounds < 3:
+        shift = rounds % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            await slices[name]()
+            rates[name].append(SLICE / (time.perf_counter() - start))
+        rounds += 1
+    await ws.close()
+    picows.send_close()
+    picows.disconnect()
+    warm = 3  # the first rounds warm up
+    out: dict[str, float] = {"rounds": rounds}
+    for name, peer in (("tether", "picows"), ("tether-cb", "picows"), ("tether", "picows-await")):
+        pairs = zip(rates[name][warm:], rates[peer][warm:], strict=True)
+        out[f"{name}_x_{peer}"] = round(statistics.median(a / b for a, b in pairs), 3)
+    for name, values in rates.items():
+        out[f"{name}_msgs_per_s"] = round(statistics.median(values[warm:]), 1)
+    return out
+
+
 RUNNERS: dict[str, Callable[[str, str, Clock], Any]] = {
     "tether": run_tether,
     "tether-cb": run_tether_cb,
@@ -185,7 +287,7 @@ RUNNERS: dict[str, Callable[[str, str, Clock], Any]] = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("lib", choices=sorted(RUNNERS))
+    parser.add_argument("lib", choices=[*sorted(RUNNERS), "paired"])
     parser.add_argument("mode", choices=["seq", "pipe"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -198,6 +300,11 @@ def main() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     clock = Clock(args.warmup, args.seconds)
     uri = f"ws://127.0.0.1:{args.port}/"
+    if args.lib == "paired":
+        if args.mode != "seq":
+            parser.error("paired runs the seq mode only")
+        print(json.dumps(asyncio.run(asyncio.wait_for(run_paired(uri, clock), args.seconds + 60))))
+        return
     asyncio.run(
         asyncio.wait_for(RUNNERS[args.lib](uri, args.mode, clock), args.seconds + args.warmup + 30)
     )
