@@ -43,6 +43,10 @@ PEERS = REPO / "bench" / "peers"
 PYTHON = sys.executable
 
 SERVERS = ["tether", "websockets", "aiohttp", "picows", "wsecho"]
+# tether's echo written with `async for` + `await send()` (tether echo uses a
+# message handler): run in the same rotation for these workloads, shown apart.
+AWAIT_SERVER = "tether-await"
+AWAIT_WORKLOADS = ("a", "b", "d")
 PYTHON_PEERS = ["websockets", "aiohttp", "picows"]
 CLIENTS = ["tether", "tether-cb", "websockets", "aiohttp", "picows"]
 
@@ -121,7 +125,8 @@ def raise_nofile() -> None:
 def server_command(name: str, port: int, loop: str, tools: Path, compression: bool) -> list[str]:
     if name == "wsecho":
         return [str(tools / "wsecho"), str(port)]
-    cmd = [PYTHON, str(PEERS / f"{name}_echo.py"), "--port", str(port), "--loop", loop]
+    script = PEERS / f"{name.replace('-', '_')}_echo.py"
+    cmd = [PYTHON, str(script), "--port", str(port), "--loop", loop]
     return cmd + (["--compression"] if compression else [])
 
 
@@ -215,6 +220,8 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float | None]]
             if w.key not in wanted or w.key in DERIVED:
                 continue
             subjects = CLIENTS if w.client_mode else SERVERS
+            if w.key in AWAIT_WORKLOADS:
+                subjects = [*subjects, AWAIT_SERVER]
             shift = run % len(subjects)
             for subject in subjects[shift:] + subjects[:shift]:
                 values: dict[str, float | None] = {}
@@ -339,6 +346,20 @@ def table(results: dict[str, dict[str, list[float | None]]]) -> str:
             for p in [*PYTHON_PEERS, "wsecho"]
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    awaited = []
+    for w in WORKLOADS:
+        row = results.get(w.key) or {}
+        if AWAIT_SERVER in row:
+            mine = row[AWAIT_SERVER]
+            ratio = run_ratios(mine, row.get("picows", [None] * len(mine)), True)
+            awaited.append(f"{w.title} {fmt(median(mine))} {w.unit} = {fmt(ratio)}x picows")
+    if awaited:
+        lines.append("")
+        lines.append(
+            "tether's echo as a coroutine (`async for message in ws: await ws.send(message)`,"
+            " bench/peers/tether_await_echo.py; the tether column is `tether echo`, a message"
+            " handler): " + "; ".join(awaited)
+        )
     paired = results.get("seq-paired")
     if paired:
         lines.append("")
