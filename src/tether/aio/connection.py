@@ -41,15 +41,13 @@ from tether.protocol.events import Fragment, Ping, Pong
 from tether.protocol.frames import Close
 
 if TYPE_CHECKING:  # pragma: no cover
+    from tether.aio.options import Options
     from tether.aio.timers import Timer
+    from tether.protocol.deflate import DeflateParams
+    from tether.protocol.handshake import Negotiated, Request, Response
 
     #: What a timer setter returns: asyncio's handle or a shared-queue timer.
     Cancellable = asyncio.TimerHandle | Timer
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tether.aio.options import Options
-    from tether.protocol.deflate import DeflateParams
-    from tether.protocol.handshake import Negotiated, Request, Response
 
 __all__ = ["Connection", "State"]
 

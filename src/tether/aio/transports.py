@@ -118,8 +118,8 @@ def _compiled_for(loop: asyncio.AbstractEventLoop, kwargs: dict[str, Any]) -> bo
 
 def create_connection(loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> Any:
     """``loop.create_connection``: tether's compiled transports on asyncio's
-    selector loop without TLS, else aiofastnet when it applies, else the
-    loop's own."""
+    selector loop or uvloop without TLS, else aiofastnet when it applies,
+    else the loop's own."""
     if _compiled_for(loop, kwargs):
         return _compiled_connection(loop, *args, **kwargs)
     fast = _fastnet_for(loop, kwargs)
@@ -190,8 +190,8 @@ async def _compiled_server(
 
 def create_server(loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> Any:
     """``loop.create_server``: tether's compiled transports on asyncio's
-    selector loop without TLS (see the module docstring), else aiofastnet
-    when it applies, else the loop's own."""
+    selector loop or uvloop without TLS (see the module docstring), else
+    aiofastnet when it applies, else the loop's own."""
     if _compiled_for(loop, kwargs):
         return _compiled_server(loop, *args, **kwargs)
     fast = _fastnet_for(loop, kwargs)
