@@ -346,6 +346,8 @@ def table(results: dict[str, dict[str, list[float | None]]]) -> str:
             for p in [*PYTHON_PEERS, "wsecho"]
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    # Sentences under the table, each after a blank line.
+    notes: list[str] = []
     awaited = []
     for w in WORKLOADS:
         row = results.get(w.key) or {}
@@ -354,16 +356,14 @@ def table(results: dict[str, dict[str, list[float | None]]]) -> str:
             ratio = run_ratios(mine, row.get("picows", [None] * len(mine)), True)
             awaited.append(f"{w.title} {fmt(median(mine))} {w.unit} = {fmt(ratio)}x picows")
     if awaited:
-        lines.append("")
-        lines.append(
+        notes.append(
             "tether's echo as a coroutine (`async for message in ws: await ws.send(message)`,"
             " bench/peers/tether_await_echo.py; the tether column is `tether echo`, a message"
             " handler): " + "; ".join(awaited)
         )
     paired = results.get("seq-paired")
     if paired:
-        lines.append("")
-        lines.append(
+        notes.append(
             "Client seq, the clients alternating in one process (slices of 2,000 round trips,"
             f" medians of the per-slice ratios, median of {len(paired.get('rounds', []))} runs):"
             f" tether {fmt(median(paired.get('tether_x_picows', [])))}x picows,"
@@ -373,18 +373,18 @@ def table(results: dict[str, dict[str, list[float | None]]]) -> str:
         )
     extra = results.get("e10k-deflate")
     if extra:
-        lines.append("")
-        lines.append(
+        notes.append(
             "Idle RSS per connection at 10,000 with permessage-deflate negotiated: "
             + ", ".join(f"{k} {fmt(median(v))} KB" for k, v in extra.items())
         )
     other = results.get("e10k-noctransport")
     if other:
-        lines.append("")
-        lines.append(
+        notes.append(
             "Idle RSS per connection at 10,000, tether with TETHER_NO_CTRANSPORT=1 (aiofastnet's "
             f"transports when installed, else asyncio's): {fmt(median(other['tether']))} KB"
         )
+    for note in notes:
+        lines += ["", note]
     return "\n".join(lines)
 
 
