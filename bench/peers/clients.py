@@ -185,7 +185,8 @@ async def run_picows(uri: str, mode: str, clock: Clock) -> None:
 
 async def run_paired(uri: str, clock: Clock) -> dict[str, float]:
     """Alternate slices of SLICE sequential round trips: tether (await),
-    tether-cb, picows, in a rotating order, until the clock runs out."""
+    tether-cb, picows and picows awaited, in a rotating order, until the
+    clock runs out (and for at least three rounds past the warm-up)."""
     from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
     import tether
@@ -256,7 +257,8 @@ async def run_paired(uri: str, clock: Clock) -> dict[str, float]:
     rates: dict[str, list[float]] = {name: [] for name in slices}
     names = list(slices)
     rounds = 0
-    while clock.tick(0) or rounds < 3:
+    warm = 3  # the first rounds warm up
+    while clock.tick(0) or rounds < warm + 3:
         shift = rounds % len(names)
         for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
@@ -266,7 +268,6 @@ async def run_paired(uri: str, clock: Clock) -> dict[str, float]:
     await ws.close()
     picows.send_close()
     picows.disconnect()
-    warm = 3  # the first rounds warm up
     out: dict[str, float] = {"rounds": rounds}
     for name, peer in (("tether", "picows"), ("tether-cb", "picows"), ("tether", "picows-await")):
         pairs = zip(rates[name][warm:], rates[peer][warm:], strict=True)
