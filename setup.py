@@ -61,7 +61,8 @@ if sys.implementation.name == "cpython":
     ext_modules.append(
         Extension(
             "tether._speedups",
-            sources=["src/tether/_speedups.c"],
+            sources=["src/tether/_speedups.c", "src/tether/_speedups_connection.c"],
+            depends=["src/tether/_speedups.h"],
             optional=True,
         )
     )

@@ -18,10 +18,8 @@
  * masked or copied with the GIL released.
  */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_speedups.h"
 
-#include <stdint.h>
 #include <string.h>
 
 #if !defined(TETHER_NO_SIMD) && \
@@ -242,20 +240,8 @@ copy_into(uint8_t *dst, const uint8_t *src, Py_ssize_t n)
 }
 
 /* ------------------------------------------------------------------------
- * Module state: the ints 0-255 (every first byte), so that scan_frames
- * takes a reference instead of calling PyLong_FromLong per frame.
+ * Module state (speedups_state, in _speedups.h).
  */
-
-#define MASK_POOL_SIZE 256 /* getentropy() returns at most 256 bytes per call */
-
-typedef struct {
-    PyObject *first_bytes[256];
-    /* masking_key(): random bytes not handed out yet are
-     * mask_pool[mask_pos:]; filled in fork generation mask_generation. */
-    unsigned char mask_pool[MASK_POOL_SIZE];
-    int mask_pos;
-    unsigned long mask_generation;
-} speedups_state;
 
 static inline speedups_state *
 get_state(PyObject *module)
@@ -321,8 +307,8 @@ bind_args(const char *fname, const char *const *names, Py_ssize_t nparams,
 }
 
 /* Copy a 4-byte masking key out of any bytes-like object. */
-static int
-get_mask(PyObject *obj, uint8_t out[4])
+int
+tether_get_mask(PyObject *obj, uint8_t out[4])
 {
     if (PyBytes_CheckExact(obj)) {
         if (PyBytes_GET_SIZE(obj) != 4) {
@@ -371,7 +357,7 @@ speedups_apply_mask(PyObject *Py_UNUSED(module), PyObject *const *args,
     if (bind_args("apply_mask", names, 2, 2, args, nargs, kwnames, argv) < 0) {
         return NULL;
     }
-    if (get_mask(argv[1], mask) < 0) {
+    if (tether_get_mask(argv[1], mask) < 0) {
         return NULL;
     }
     if (PyObject_GetBuffer(argv[0], &data, PyBUF_SIMPLE) < 0) {
@@ -406,9 +392,7 @@ speedups_build_frame(PyObject *Py_UNUSED(module), PyObject *const *args,
     int has_mask;
     long first_byte;
     Py_buffer payload;
-    Py_ssize_t n, header;
     PyObject *result;
-    uint8_t *out;
 
     if (bind_args("build_frame", names, 3, 2, args, nargs, kwnames, argv) < 0) {
         return NULL;
@@ -422,25 +406,35 @@ speedups_build_frame(PyObject *Py_UNUSED(module), PyObject *const *args,
         return NULL;
     }
     has_mask = argv[2] != NULL && argv[2] != Py_None;
-    if (has_mask && get_mask(argv[2], mask) < 0) {
+    if (has_mask && tether_get_mask(argv[2], mask) < 0) {
         return NULL;
     }
     if (PyObject_GetBuffer(argv[1], &payload, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    n = payload.len;
-    header = (n < 126 ? 2 : n < 65536 ? 4 : 10) + (has_mask ? 4 : 0);
+    result = tether_frame((uint8_t)first_byte, (const uint8_t *)payload.buf, payload.len,
+                          has_mask ? mask : NULL);
+    PyBuffer_Release(&payload);
+    return result;
+}
+
+PyObject *
+tether_frame(uint8_t first_byte, const uint8_t *payload, Py_ssize_t n, const uint8_t *mask)
+{
+    const int has_mask = mask != NULL;
+    Py_ssize_t header = (n < 126 ? 2 : n < 65536 ? 4 : 10) + (has_mask ? 4 : 0);
+    PyObject *result;
+    uint8_t *out;
+
     if (n > PY_SSIZE_T_MAX - header) {
-        PyBuffer_Release(&payload);
         return PyErr_NoMemory();
     }
     result = PyBytes_FromStringAndSize(NULL, header + n);
     if (result == NULL) {
-        PyBuffer_Release(&payload);
         return NULL;
     }
     out = (uint8_t *)PyBytes_AS_STRING(result);
-    out[0] = (uint8_t)first_byte;
+    out[0] = first_byte;
     {
         const uint8_t mask_bit = has_mask ? 0x80 : 0;
         uint8_t *p = out + 1;
@@ -462,13 +456,12 @@ speedups_build_frame(PyObject *Py_UNUSED(module), PyObject *const *args,
         }
         if (has_mask) {
             memcpy(p, mask, 4);
-            mask_into(p + 4, (const uint8_t *)payload.buf, n, mask);
+            mask_into(p + 4, payload, n, mask);
         }
         else {
-            copy_into(p, (const uint8_t *)payload.buf, n);
+            copy_into(p, payload, n);
         }
     }
-    PyBuffer_Release(&payload);
     return result;
 }
 
@@ -590,13 +583,8 @@ speedups_scan_frames(PyObject *module, PyObject *const *args,
     long long max_frame;
     int max_overflow;
     unsigned long rsv_allowed;
-    uint8_t rsv_forbidden;
     Py_buffer view;
-    const uint8_t *buf;
-    PyObject *const *first_bytes = get_state(module)->first_bytes;
-    frame_acc frames;
-    PyObject *error = NULL; /* the (code, reason) tuple, or NULL for None */
-    PyObject *result = NULL;
+    PyObject *frames, *error, *result;
 
     if (bind_args("scan_frames", names, 7, 5, args, nargs, kwnames, argv) < 0) {
         return NULL;
@@ -636,12 +624,10 @@ speedups_scan_frames(PyObject *module, PyObject *const *args,
     if (rsv_allowed == (unsigned long)-1 && PyErr_Occurred()) {
         return NULL;
     }
-    rsv_forbidden = (uint8_t)(0x70 & ~rsv_allowed);
 
     if (PyObject_GetBuffer(argv[0], &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    buf = (const uint8_t *)view.buf;
     end = view.len;
     if (argv[5] != NULL && argv[5] != Py_None) {
         Py_ssize_t limit = PyNumber_AsSsize_t(argv[5], PyExc_OverflowError);
@@ -656,6 +642,32 @@ speedups_scan_frames(PyObject *module, PyObject *const *args,
         }
         end = limit;
     }
+
+    if (tether_scan(get_state(module), (const uint8_t *)view.buf, pos, end, masked, max_frame,
+                    max_overflow, argv[3], rsv_allowed, events, &frames, &pos, &error) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    PyBuffer_Release(&view);
+    if (frames == NULL && (frames = PyList_New(0)) == NULL) {
+        Py_XDECREF(error);
+        return NULL;
+    }
+    result = Py_BuildValue("(NnN)", frames, pos, error != NULL ? error : Py_NewRef(Py_None));
+    return result;
+}
+
+int
+tether_scan(speedups_state *state, const uint8_t *buf, Py_ssize_t pos, Py_ssize_t end,
+            int masked, long long max_frame, int max_overflow, PyObject *max_frame_obj,
+            unsigned long rsv_allowed, PyObject *events, PyObject **frames_out,
+            Py_ssize_t *pos_out, PyObject **error_out)
+{
+    /* Only the low bits matter: ``b0 & 0x70 & ~rsv_allowed``. */
+    const uint8_t rsv_forbidden = (uint8_t)(0x70 & ~rsv_allowed);
+    PyObject *const *first_bytes = state->first_bytes;
+    frame_acc frames;
+    PyObject *error = NULL; /* the (code, reason) tuple, or NULL for None */
 
     acc_init(&frames);
     for (;;) {
@@ -734,7 +746,7 @@ speedups_scan_frames(PyObject *module, PyObject *const *args,
             /* f"frame of {length} bytes exceeds limit of {max_frame} bytes":
              * format the caller's object as the f-string does. */
             PyObject *empty = PyUnicode_FromStringAndSize(NULL, 0);
-            PyObject *limit = empty ? PyObject_Format(argv[3], empty) : NULL;
+            PyObject *limit = empty ? PyObject_Format(max_frame_obj, empty) : NULL;
             Py_XDECREF(empty);
             if (limit != NULL) {
                 error = frame_error(1009, PyUnicode_FromFormat(
@@ -814,32 +826,19 @@ check_error:
         goto fail;
     }
 build:
-    {
-        PyObject *list = NULL, *pos_obj = NULL;
-        result = PyTuple_New(3);
-        if (result == NULL || (pos_obj = PyLong_FromSsize_t(pos)) == NULL ||
-                (list = acc_to_list(&frames)) == NULL) {
-            Py_XDECREF(pos_obj);
-            Py_CLEAR(result);
-            goto fail;
-        }
-        if (error == NULL) {
-            Py_INCREF(Py_None);
-            error = Py_None;
-        }
-        PyTuple_SET_ITEM(result, 0, list);
-        PyTuple_SET_ITEM(result, 1, pos_obj);
-        PyTuple_SET_ITEM(result, 2, error);
-        error = NULL;
+    *frames_out = NULL;
+    if (frames.count > 0 && (*frames_out = acc_to_list(&frames)) == NULL) {
+        goto fail;
     }
-    goto done;
+    *pos_out = pos;
+    *error_out = error;
+    acc_clear(&frames);
+    return 0;
 
 fail:
     Py_CLEAR(error);
-done:
     acc_clear(&frames);
-    PyBuffer_Release(&view);
-    return result;
+    return -1;
 }
 
 /* ------------------------------------------------------------------------
@@ -876,37 +875,62 @@ PyDoc_STRVAR(masking_key_doc,
 static PyObject *
 speedups_masking_key(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
+    return tether_masking_key(get_state(module));
+}
+
+int
+tether_is_masking_key(PyObject *obj)
+{
+    return PyCFunction_Check(obj) &&
+           PyCFunction_GET_FUNCTION(obj) == (PyCFunction)speedups_masking_key;
+}
+
+int
+tether_masking_key_into(speedups_state *state, uint8_t out[4])
+{
 #if defined(TETHER_MASK_POOL) && !defined(Py_GIL_DISABLED)
-    speedups_state *state = get_state(module);
-    PyObject *key;
     if (state->mask_pos + 4 > MASK_POOL_SIZE ||
         state->mask_generation != fork_generation) {
         if (getentropy(state->mask_pool, MASK_POOL_SIZE) != 0) {
-            return PyErr_SetFromErrno(PyExc_OSError);
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
         }
         state->mask_pos = 0;
         state->mask_generation = fork_generation;
     }
-    key = PyBytes_FromStringAndSize(
-        (const char *)state->mask_pool + state->mask_pos, 4);
-    if (key != NULL) {
-        /* Spent: never handed out twice, not left lying in memory. */
-        memset(state->mask_pool + state->mask_pos, 0, 4);
-        state->mask_pos += 4;
-    }
-    return key;
+    memcpy(out, state->mask_pool + state->mask_pos, 4);
+    /* Spent: never handed out twice, not left lying in memory. */
+    memset(state->mask_pool + state->mask_pos, 0, 4);
+    state->mask_pos += 4;
+    return 0;
 #else
     /* No pool (free-threaded build, or no getentropy): ask os.urandom. */
     PyObject *os = PyImport_ImportModule("os");
     PyObject *key;
+    int rc;
     if (os == NULL) {
-        return NULL;
+        return -1;
     }
     key = PyObject_CallMethod(os, "urandom", "i", 4);
     Py_DECREF(os);
-    (void)module;
-    return key;
+    (void)state;
+    if (key == NULL) {
+        return -1;
+    }
+    rc = tether_get_mask(key, out);
+    Py_DECREF(key);
+    return rc;
 #endif
+}
+
+PyObject *
+tether_masking_key(speedups_state *state)
+{
+    uint8_t key[4];
+    if (tether_masking_key_into(state, key) < 0) {
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)key, 4);
 }
 
 /* ------------------------------------------------------------------------
@@ -1007,7 +1031,7 @@ sink_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->masked = mask_obj != Py_None;
-    if (self->masked && get_mask(mask_obj, self->mask) < 0) {
+    if (self->masked && tether_get_mask(mask_obj, self->mask) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -1290,6 +1314,11 @@ static PyMethodDef speedups_methods[] = {
     {"scan_frames", (PyCFunction)(void (*)(void))speedups_scan_frames,
      METH_FASTCALL | METH_KEYWORDS, scan_frames_doc},
     {"masking_key", speedups_masking_key, METH_NOARGS, masking_key_doc},
+    {"bind_core", (PyCFunction)(void (*)(void))tether_bind_core, METH_FASTCALL,
+     "bind_core($module, core_type, open_state, /)\n--\n\n"
+     "Let ConnectionBase read the slots of ``core_type`` (tether.protocol's\n"
+     "Connection) in place; ``open_state`` is its State.OPEN. Called once by\n"
+     "tether.aio.connection. Raises TypeError if a slot it needs is missing."},
     {"_kernels", speedups_kernels, METH_NOARGS,
      "_kernels($module, /)\n--\n\nThe masking kernels this machine runs, best last."},
     {"_use_kernel", speedups_use_kernel, METH_O,
@@ -1331,6 +1360,31 @@ speedups_exec(PyObject *module)
             return -1;
         }
     }
+    {
+        static const char *const method_names[NAME_COUNT] = {
+            [NAME_PY_GET_BUFFER] = "_py_get_buffer",
+            [NAME_PY_BUFFER_UPDATED] = "_py_buffer_updated",
+            [NAME_PY_SEND_NOWAIT] = "_py_send_nowait",
+            [NAME_AFTER_SCAN] = "_after_scan",
+            [NAME_HANDLE_EVENTS] = "_handle_events",
+            [NAME_AFTER_EVENTS] = "_after_events",
+            [NAME_PUT] = "_put",
+            [NAME_HANDLER_FAILED] = "_handler_failed",
+            [NAME_RECEIVE_BUFFER] = "receive_buffer",
+            [NAME_WRITE] = "write",
+            [NAME_DONE] = "done",
+            [NAME_SET_RESULT] = "set_result",
+        };
+        for (i = 0; i < NAME_COUNT; i++) {
+            state->names[i] = PyUnicode_InternFromString(method_names[i]);
+            if (state->names[i] == NULL) {
+                return -1;
+            }
+        }
+    }
+    if (tether_add_connection_base(module) < 0) {
+        return -1;
+    }
     return PyModule_AddIntConstant(module, "NOGIL_THRESHOLD",
                                    (long)TETHER_NOGIL_THRESHOLD);
 }
@@ -1346,6 +1400,8 @@ speedups_traverse(PyObject *module, visitproc visit, void *arg)
     for (i = 0; i < 256; i++) {
         Py_VISIT(state->first_bytes[i]);
     }
+    Py_VISIT(state->core_type);
+    Py_VISIT(state->open_state);
     return 0;
 }
 
@@ -1360,6 +1416,11 @@ speedups_clear(PyObject *module)
     for (i = 0; i < 256; i++) {
         Py_CLEAR(state->first_bytes[i]);
     }
+    for (i = 0; i < NAME_COUNT; i++) {
+        Py_CLEAR(state->names[i]);
+    }
+    Py_CLEAR(state->core_type);
+    Py_CLEAR(state->open_state);
     return 0;
 }
 

@@ -3,10 +3,18 @@
 The compiled twins of :func:`tether.protocol.frames.apply_mask`,
 :func:`~tether.protocol.frames.build_frame`,
 :func:`~tether.protocol.frames.scan_frames` and
-:func:`~tether.protocol.frames.masking_key`.
+:func:`~tether.protocol.frames.masking_key`, and ``ConnectionBase``, the
+compiled per-message path of :class:`tether.aio.Connection`.
 """
 
+import asyncio
+import collections
+from collections.abc import Callable
+from typing import Any
+
 from _typeshed import ReadableBuffer
+
+from tether.protocol.connection import Connection as Core
 
 NOGIL_THRESHOLD: int
 
@@ -31,3 +39,17 @@ class PayloadSink:
     def take(self) -> bytes: ...
     def peek(self, start: int, end: int, /) -> bytes: ...
     def buffer(self) -> memoryview: ...
+
+def bind_core(core_type: type, open_state: object, /) -> None: ...
+
+class ConnectionBase:
+    core: Core | None
+    transport: asyncio.Transport | None
+    _message_handler: Callable[[str | bytes], Any] | None
+    _scratch: memoryview
+    _waiter: asyncio.Future[Any] | None
+    _queue: collections.deque[Any] | None
+    _lent: bool
+    def get_buffer(self, sizehint: int, /) -> memoryview: ...
+    def buffer_updated(self, nbytes: int, /) -> None: ...
+    def send_nowait(self, message: str | bytes, /) -> None: ...

@@ -635,11 +635,12 @@ chunk_size(PyObject *b)
     return PyBytes_CheckExact(b) ? PyBytes_GET_SIZE(b) : PyByteArray_GET_SIZE(b);
 }
 
-/* Gather a small write made during dispatch: appended to the queue's last
- * chunk when it is a gathering bytearray, the transport listed for the
- * flush at the end of the batch. */
+/* Gather a small write made during dispatch, the transport listed for the
+ * flush at the end of the batch. The first write of an idle transport is
+ * kept as it is when it is a bytes object (no copy: one echo, one send);
+ * the next ones are appended to a gathering bytearray at the queue's end. */
 static int
-transport_cork(Transport *t, const char *buf, Py_ssize_t len)
+transport_cork(Transport *t, PyObject *data, const char *buf, Py_ssize_t len)
 {
     if (t->pending == NULL && (t->pending = PyList_New(0)) == NULL)
         return -1;
@@ -651,8 +652,23 @@ transport_cork(Transport *t, const char *buf, Py_ssize_t len)
             return -1;
         memcpy(PyByteArray_AS_STRING(last) + size, buf, (size_t)len);
     }
+    else if (last != NULL && t->gathered > 0) {
+        /* the queue ends with a gathered bytes object: gather from now on
+         * into a bytearray that starts with it */
+        Py_ssize_t size = PyBytes_GET_SIZE(last);
+        PyObject *chunk = PyByteArray_FromStringAndSize(NULL, size + len);
+        if (chunk == NULL)
+            return -1;
+        memcpy(PyByteArray_AS_STRING(chunk), PyBytes_AS_STRING(last), (size_t)size);
+        memcpy(PyByteArray_AS_STRING(chunk) + size, buf, (size_t)len);
+        if (PyList_SetItem(t->pending, n - 1, chunk) < 0) /* steals chunk */
+            return -1;
+    }
     else {
-        PyObject *chunk = PyByteArray_FromStringAndSize(buf, len);
+        PyObject *chunk = last == NULL && PyBytes_CheckExact(data) &&
+                                  PyBytes_AS_STRING(data) == buf && PyBytes_GET_SIZE(data) == len
+                              ? Py_NewRef(data)
+                              : PyByteArray_FromStringAndSize(buf, len);
         if (chunk == NULL)
             return -1;
         int rc = PyList_Append(t->pending, chunk);
@@ -1138,7 +1154,7 @@ Transport_write(Transport *t, PyObject *data)
          * coroutine that already sent in this turn of the loop (a burst of
          * sends without a wait between them): sent at the loop's next turn,
          * together. A first send goes out at once (below). */
-        int rc = transport_cork(t, buf, len);
+        int rc = transport_cork(t, data, buf, len);
         PyBuffer_Release(&view);
         if (rc < 0)
             return NULL;

@@ -34,6 +34,7 @@ from tether.exceptions import (
     ConnectionClosedOK,
     InvalidState,
 )
+from tether.protocol import accel
 from tether.protocol.connection import Connection as Core
 from tether.protocol.connection import Side, State
 from tether.protocol.deflate import PerMessageDeflate
@@ -81,7 +82,32 @@ def _scratch_buffer() -> memoryview:
     return scratch
 
 
-class Connection(asyncio.BufferedProtocol):
+#: The fields that the per-message path reads, and where they live.
+_HOT_FIELDS = ("core", "transport", "_message_handler", "_scratch", "_lent", "_waiter", "_queue")
+
+if TYPE_CHECKING:
+    from tether._speedups import ConnectionBase as _Base
+elif accel.SPEEDUPS:
+    # The compiled per-message path: get_buffer, buffer_updated (scan and
+    # dispatch) and send_nowait in C, reading the core's slots directly. It
+    # hands anything but the common case to the Python twins below.
+    from tether import _speedups
+    from tether._speedups import ConnectionBase as _Base
+
+    _speedups.bind_core(Core, _OPEN)
+else:
+
+    class _Base:
+        """The fields of the per-message path, without the compiled methods."""
+
+        __slots__ = _HOT_FIELDS
+
+
+#: Whether get_buffer, buffer_updated and send_nowait run compiled.
+COMPILED = accel.SPEEDUPS
+
+
+class Connection(_Base, asyncio.BufferedProtocol):
     """A WebSocket connection, client or server side.
 
     You get one from :func:`tether.connect` or as the argument of your
@@ -102,26 +128,19 @@ class Connection(asyncio.BufferedProtocol):
         "_drain_waiter",
         "_ka_handle",
         "_ka_payload",
-        "_lent",
         "_loop",
-        "_message_handler",
         "_paused_reading",
         "_peername",
         "_pings",
-        "_queue",
-        "_scratch",
         "_send_lock",
         "_sockname",
-        "_waiter",
         "_write_paused",
-        "core",
         "is_client",
         "latency",
         "options",
         "request",
         "response",
         "subprotocol",
-        "transport",
     )
 
     def __init__(self, options: Options, is_client: bool) -> None:
@@ -219,7 +238,7 @@ class Connection(asyncio.BufferedProtocol):
         limit = self.options.write_limit
         stream.set_write_buffer_limits(high=limit, low=limit // 4)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
+    def _py_get_buffer(self, sizehint: int) -> memoryview:
         # Reads go straight into the payload of a large frame that is still
         # arriving (unmasked in place, no copy), and otherwise into a
         # scratch buffer shared by every connection of this thread: the core
@@ -232,7 +251,7 @@ class Connection(asyncio.BufferedProtocol):
                 return buf  # type: ignore[no-any-return]
         return self._scratch
 
-    def buffer_updated(self, nbytes: int) -> None:
+    def _py_buffer_updated(self, nbytes: int) -> None:
         core = self.core
         if core is None:
             self._handshake_data(bytes(self._scratch[:nbytes]))
@@ -243,6 +262,10 @@ class Connection(asyncio.BufferedProtocol):
         else:
             core.receive_data(self._scratch, nbytes)
         self._handle_events(core)
+
+    if not COMPILED:
+        get_buffer = _py_get_buffer
+        buffer_updated = _py_buffer_updated
 
     def data_received(self, data: bytes | bytearray | memoryview) -> None:
         core = self.core
@@ -275,6 +298,12 @@ class Connection(asyncio.BufferedProtocol):
                         # Answer pings in order with the replies to messages.
                         self._flush()
                     self._event(event)
+        if core._out or core._pending_close is not None:
+            self._after_events(core, queued)
+
+    def _after_events(self, core: Core, queued: bool) -> None:
+        """The events were delivered (``queued``: some went to the queue):
+        send what the core has queued, or defer its close frame."""
         if core._pending_close is not None and (queued or self._queue):
             # A peer error (or the peer's close) follows messages the
             # application has not read yet
@@ -580,7 +609,7 @@ class Connection(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------
     # Sending
 
-    def send_nowait(self, message: Message) -> None:
+    def _py_send_nowait(self, message: Message) -> None:
         """Send a whole message without waiting for the peer to read it.
 
         For code that runs on the event loop but cannot await (message
@@ -595,6 +624,9 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.writelines(core.encode_message_parts(message))
         else:
             self.transport.write(core.encode_message(message))
+
+    if not COMPILED:
+        send_nowait = _py_send_nowait
 
     def write_frame(self, frame: bytes) -> bool:
         """Write one already serialized frame (see :mod:`tether.hub`).
@@ -671,17 +703,13 @@ class Connection(asyncio.BufferedProtocol):
         if isinstance(message, (bytearray, memoryview)):
             message = bytes(message)
         if isinstance(message, (str, bytes)):
-            core = self.core
-            if core is None or core.state is not _OPEN or core.close_sent is not None:
-                raise self._send_closed_exc()
             if self._send_lock is not None and self._send_lock.locked():
+                core = self.core
+                if core is None or core.state is not _OPEN or core.close_sent is not None:
+                    raise self._send_closed_exc()
                 async with self._send_lock:
                     return await self.send(message)
-            assert self.transport is not None
-            if type(message) is bytes and len(message) >= _WRITELINES_MIN:
-                self.transport.writelines(core.encode_message_parts(message))
-            else:
-                self.transport.write(core.encode_message(message))
+            self.send_nowait(message)
             if self._write_paused:
                 await self._drain()
             return

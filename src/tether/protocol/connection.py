@@ -233,6 +233,21 @@ class Connection:
             end,
             self.events if self._msg_op < 0 else None,
         )
+        self._after_scan(buf, end, frames, pos, err)
+
+    def _after_scan(
+        self,
+        buf: bytes | bytearray | memoryview,
+        end: int | None,
+        frames: list[tuple[int, bytes]],
+        pos: int,
+        err: tuple[int, str] | None,
+    ) -> None:
+        """What :meth:`receive_data` does once ``buf`` (up to ``end``) was
+        scanned: deliver the frames left over, fail on a framing error, keep
+        the bytes of an incomplete frame. The compiled hot path
+        (``tether._speedups.ConnectionBase``) scans by itself and calls this
+        only when the scan left something to do."""
         if frames and not self._deliver(frames):
             return
         if err is not None:
@@ -524,11 +539,11 @@ class Connection:
         if self.state is not _OPEN or self.close_sent is not None or self._send_op >= 0:
             self._check_open()
             raise InvalidState("cannot send a message while a fragmented message is in progress")
-        if type(message) is str:
+        if type(message) is str or isinstance(message, str):
             payload = message.encode()
             first = 0x81
         else:
-            payload = message  # type: ignore[assignment]
+            payload = message
             first = 0x82
         if self._deflate is not None and len(payload) >= self._compress_min:
             payload = self._deflate.compress(payload)

@@ -159,8 +159,11 @@ def apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` repeated (RFC 6455 section 5.3).
 
     "Octet i of the transformed data is the XOR of octet i of the original
-    data with octet at index i modulo 4 of the masking key."
+    data with octet at index i modulo 4 of the masking key." Raises
+    ValueError unless ``mask`` is 4 bytes long.
     """
+    if len(mask) != 4:
+        raise ValueError(f"mask must be 4 bytes, got {len(mask)}")
     n = len(data)
     if n == 0:
         return b""

@@ -1,0 +1,108 @@
+/* What the two sources of tether._speedups share.
+ *
+ *   _speedups.c             masking, frame building and scanning, masking
+ *                           keys, the module itself
+ *   _speedups_connection.c  ConnectionBase: the per-message path of
+ *                           tether.aio.Connection
+ */
+
+#ifndef TETHER_SPEEDUPS_H
+#define TETHER_SPEEDUPS_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+
+#define MASK_POOL_SIZE 256 /* getentropy() returns at most 256 bytes per call */
+
+/* The slots of tether.protocol.connection.Connection (the core) that
+ * ConnectionBase reads and writes in place; bind_core() finds their offsets. */
+enum core_slot {
+    CORE_SINK,
+    CORE_BUF,
+    CORE_DISCARD,
+    CORE_MSG_OP,
+    CORE_MASKED_IN,
+    CORE_MAX_SIZE,
+    CORE_RSV_ALLOWED,
+    CORE_EVENTS,
+    CORE_PENDING_CLOSE,
+    CORE_OUT,
+    CORE_STATE,
+    CORE_CLOSE_SENT,
+    CORE_SEND_OP,
+    CORE_DEFLATE,
+    CORE_MASKED_OUT,
+    CORE_MASK_KEY,
+    CORE_NSLOTS
+};
+
+/* Method names that ConnectionBase calls, interned once per module. */
+enum method_name {
+    NAME_PY_GET_BUFFER,
+    NAME_PY_BUFFER_UPDATED,
+    NAME_PY_SEND_NOWAIT,
+    NAME_AFTER_SCAN,
+    NAME_HANDLE_EVENTS,
+    NAME_AFTER_EVENTS,
+    NAME_PUT,
+    NAME_HANDLER_FAILED,
+    NAME_RECEIVE_BUFFER,
+    NAME_WRITE,
+    NAME_DONE,
+    NAME_SET_RESULT,
+    NAME_COUNT
+};
+
+typedef struct {
+    /* The ints 0-255 (every first byte), so that scan_frames takes a
+     * reference instead of calling PyLong_FromLong per frame. */
+    PyObject *first_bytes[256];
+    /* masking_key(): random bytes not handed out yet are
+     * mask_pool[mask_pos:]; filled in fork generation mask_generation. */
+    unsigned char mask_pool[MASK_POOL_SIZE];
+    int mask_pos;
+    unsigned long mask_generation;
+    /* bind_core(): the core's class (NULL until bound), State.OPEN, and
+     * the byte offsets of the slots in enum core_slot. */
+    PyTypeObject *core_type;
+    PyObject *open_state;
+    Py_ssize_t core_offsets[CORE_NSLOTS];
+    PyObject *names[NAME_COUNT];
+} speedups_state;
+
+/* Scan buf[pos:end] as scan_frames() does (max_frame and max_overflow:
+ * PyLong_AsLongLongAndOverflow of max_frame_obj, which names the limit in the
+ * error's reason). On success (0): *frames is a new
+ * list of the frames left over, or NULL if there are none; *pos_out is where
+ * scanning stopped; *error a new (code, reason) tuple or NULL. -1 with an
+ * exception set on failure. */
+int tether_scan(speedups_state *state, const uint8_t *buf, Py_ssize_t pos, Py_ssize_t end,
+                int masked, long long max_frame, int max_overflow, PyObject *max_frame_obj,
+                unsigned long rsv_allowed, PyObject *events, PyObject **frames,
+                Py_ssize_t *pos_out, PyObject **error);
+
+/* One frame as build_frame() makes it; mask is 4 bytes or NULL. */
+PyObject *tether_frame(uint8_t first_byte, const uint8_t *payload, Py_ssize_t n,
+                       const uint8_t *mask);
+
+/* The next 4-byte masking key: into out (0, or -1 with an exception), or
+ * as the bytes that masking_key() returns. */
+int tether_masking_key_into(speedups_state *state, uint8_t out[4]);
+PyObject *tether_masking_key(speedups_state *state);
+
+/* Copy a 4-byte masking key out of any bytes-like object (ValueError unless
+ * it is 4 bytes long). */
+int tether_get_mask(PyObject *obj, uint8_t out[4]);
+
+/* Whether obj is this extension's masking_key function. */
+int tether_is_masking_key(PyObject *obj);
+
+/* bind_core(core_type, open_state): see _speedups_connection.c. */
+PyObject *tether_bind_core(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+/* Add ConnectionBase to the module (from its exec slot). */
+int tether_add_connection_base(PyObject *module);
+
+#endif /* TETHER_SPEEDUPS_H */

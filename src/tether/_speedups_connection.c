@@ -1,0 +1,644 @@
+/* tether._speedups.ConnectionBase: the per-message path of
+ * tether.aio.Connection, compiled.
+ *
+ * Between reading a message and writing the reply, the Python connection
+ * runs seven Python frames: get_buffer, buffer_updated, the core's
+ * receive_data, _handle_events, the application's handler, send_nowait and
+ * the core's encode_message. This base class of tether.aio.Connection runs
+ * all of them but the handler in C:
+ *
+ *   get_buffer(sizehint)   the thread's scratch buffer
+ *   buffer_updated(n)      scans the bytes read with the scan_frames loop and
+ *                          hands each whole message to the message handler,
+ *                          or to the coroutine waiting in recv()
+ *   send_nowait(message)   builds the frame and writes it
+ *
+ * Only the common case runs here: an open connection, whole messages in
+ * whole frames, no compression on the way out. Everything else (the opening
+ * handshake, a large frame read in place, a partial frame, a control frame,
+ * a fragmented or compressed message, a close, a framing error) goes to the
+ * Python twins (Connection._py_get_buffer, _py_buffer_updated,
+ * _py_send_nowait; the core's _after_scan; _handle_events, _after_events,
+ * _put). The protocol's rules are written once, in Python, and the
+ * pure-Python run of the test suite checks them.
+ *
+ * The core (tether.protocol.connection.Connection) keeps its state in
+ * __slots__; bind_core() takes their offsets from the class's member
+ * descriptors once, so reading `core._sink` here is one load. A core of any
+ * other class takes the Python path.
+ */
+
+#include "_speedups.h"
+
+#include <stddef.h>
+#include <string.h>
+#include <structmember.h>
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *core;            /* the sans-I/O core, None before the handshake */
+    PyObject *transport;
+    PyObject *message_handler; /* set_message_handler() */
+    PyObject *scratch;         /* the thread's read buffer (a memoryview) */
+    PyObject *waiter;          /* the future recv() waits on */
+    PyObject *queue;           /* messages not read yet (a deque), or None */
+    char lent;                 /* get_buffer() lent the core's payload sink */
+} ConnectionBaseObject;
+
+/* A slot of the core, borrowed; NULL if unset. Only for a core whose type is
+ * state->core_type. */
+#define SLOT(state, core, i) (*(PyObject **)((char *)(core) + (state)->core_offsets[i]))
+
+static inline int
+is_none(PyObject *obj)
+{
+    return obj == NULL || obj == Py_None;
+}
+
+/* The core, if it is the bound class (borrowed); else NULL. */
+static inline PyObject *
+bound_core(speedups_state *state, ConnectionBaseObject *self)
+{
+    PyObject *core = self->core;
+    if (core == NULL || state->core_type == NULL || !Py_IS_TYPE(core, state->core_type)) {
+        return NULL;
+    }
+    return core;
+}
+
+/* obj.<names[name]>(*args), for at most 5 args. */
+static inline PyObject *
+call_method(speedups_state *state, PyObject *obj, int name, PyObject *const *args, size_t nargs)
+{
+    PyObject *stack[6];
+    size_t i;
+    assert(nargs < 6);
+    stack[0] = obj;
+    for (i = 0; i < nargs; i++) {
+        stack[i + 1] = args[i];
+    }
+    return PyObject_VectorcallMethod(state->names[name], stack,
+                                     (nargs + 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* self.<names[name]>(*args, **kwnames): a method's call handed to its
+ * Python twin as it came. */
+static PyObject *
+call_twin(speedups_state *state, PyObject *self, int name, PyObject *const *args,
+          Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t total = nargs + (kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *small[8];
+    PyObject **stack = total < 8 ? small : PyMem_New(PyObject *, total + 1);
+    PyObject *r;
+    if (stack == NULL) {
+        return PyErr_NoMemory();
+    }
+    stack[0] = self;
+    if (total > 0) {
+        memcpy(stack + 1, args, (size_t)total * sizeof(PyObject *));
+    }
+    r = PyObject_VectorcallMethod(state->names[name], stack, (size_t)nargs + 1, kwnames);
+    if (stack != small) {
+        PyMem_Free(stack);
+    }
+    return r;
+}
+
+/* Whether obj is an int below 0 (False for anything else). */
+static inline int
+is_negative_int(PyObject *obj)
+{
+    int overflow;
+    long value;
+    if (obj == NULL || !PyLong_CheckExact(obj)) {
+        return 0;
+    }
+    value = PyLong_AsLongAndOverflow(obj, &overflow);
+    return overflow < 0 || (overflow == 0 && value < 0);
+}
+
+/* The raised exception as one object (with its traceback), cleared. */
+static PyObject *
+fetch_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+/* Connection._put(item), with its common case inline: a coroutine waits in
+ * recv() and nothing is queued before it. */
+static int
+put(speedups_state *state, ConnectionBaseObject *self, PyObject *item)
+{
+    PyObject *waiter = self->waiter;
+    PyObject *r;
+    if (!is_none(waiter)) {
+        int queued = is_none(self->queue) ? 0 : PyObject_IsTrue(self->queue);
+        if (queued < 0) {
+            return -1;
+        }
+        if (!queued) {
+            int done;
+            self->waiter = Py_NewRef(Py_None); /* we hold the waiter's reference */
+            r = call_method(state, waiter, NAME_DONE, NULL, 0);
+            done = r == NULL ? -1 : PyObject_IsTrue(r);
+            Py_XDECREF(r);
+            if (done == 0) {
+                r = call_method(state, waiter, NAME_SET_RESULT, &item, 1);
+                Py_DECREF(waiter);
+                Py_XDECREF(r);
+                return r == NULL ? -1 : 0;
+            }
+            Py_DECREF(waiter);
+            if (done < 0) {
+                return -1;
+            }
+            /* A cancelled recv(): the message is queued (below). */
+        }
+    }
+    r = call_method(state, (PyObject *)self, NAME_PUT, &item, 1);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* Messages handed out per read without a new list. */
+#define BATCH 16
+
+/* Drop a batch: its items (moved out of the core's list), or the old list
+ * that holds them. */
+static void
+release_batch(PyObject **items, Py_ssize_t count, PyObject *list)
+{
+    Py_ssize_t i;
+    if (list != NULL) {
+        Py_DECREF(list);
+        return;
+    }
+    for (i = 0; i < count; i++) {
+        Py_DECREF(items[i]);
+    }
+}
+
+/* Connection._handle_events(core) for a batch of whole messages; any other
+ * batch goes to the Python method. Returns a new reference to None, or NULL. */
+static PyObject *
+handle_events(speedups_state *state, ConnectionBaseObject *self, PyObject *core)
+{
+    PyObject *events = SLOT(state, core, CORE_EVENTS);
+    PyObject *out, *fresh, *handler = NULL;
+    PyObject *batch[BATCH], **items;
+    Py_ssize_t count, i;
+    int queued = 0;
+
+    if (events == NULL || !PyList_CheckExact(events) ||
+            SLOT(state, core, CORE_PENDING_CLOSE) != Py_None) {
+        return call_method(state, (PyObject *)self, NAME_HANDLE_EVENTS, &core, 1);
+    }
+    count = PyList_GET_SIZE(events);
+    if (count > 0) {
+        for (i = 0; i < count; i++) {
+            PyObject *item = PyList_GET_ITEM(events, i);
+            if (!PyUnicode_CheckExact(item) && !PyBytes_CheckExact(item)) {
+                /* a control frame, a fragment, a close: the Python path */
+                return call_method(state, (PyObject *)self, NAME_HANDLE_EVENTS, &core, 1);
+            }
+        }
+        /* The batch is ours from here on: the Python path gives the core a
+         * new list (core.events = []); a batch that fits BATCH is moved out
+         * and the list emptied in place, keeping its storage for the next
+         * read. */
+        if (count <= BATCH) {
+            memcpy(batch, ((PyListObject *)events)->ob_item, (size_t)count * sizeof(PyObject *));
+            Py_SET_SIZE(events, 0); /* the references moved to batch */
+            items = batch;
+            events = NULL;
+        }
+        else {
+            fresh = PyList_New(0);
+            if (fresh == NULL) {
+                return NULL;
+            }
+            SLOT(state, core, CORE_EVENTS) = fresh; /* the slot's reference to events is ours */
+            items = ((PyListObject *)events)->ob_item;
+        }
+        handler = is_none(self->message_handler) ? NULL : Py_NewRef(self->message_handler);
+        for (i = 0; i < count; i++) {
+            PyObject *item = items[i];
+            if (handler != NULL) {
+                PyObject *r = PyObject_CallOneArg(handler, item);
+                if (r != NULL) {
+                    Py_DECREF(r);
+                    continue;
+                }
+                /* except Exception as exc: self._handler_failed(exc) */
+                if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                    goto fail;
+                }
+                PyObject *exc = fetch_exception();
+                r = call_method(state, (PyObject *)self, NAME_HANDLER_FAILED, &exc, 1);
+                Py_XDECREF(exc);
+                if (r == NULL) {
+                    goto fail;
+                }
+                Py_DECREF(r);
+            }
+            else {
+                if (put(state, self, item) < 0) {
+                    goto fail;
+                }
+                queued = 1;
+            }
+        }
+        Py_XDECREF(handler);
+        release_batch(items, count, events);
+    }
+    /* if core._out or core._pending_close is not None:
+     *     self._after_events(core, queued) */
+    out = SLOT(state, core, CORE_OUT);
+    if (SLOT(state, core, CORE_PENDING_CLOSE) != Py_None ||
+            (out != NULL && (PyList_CheckExact(out) ? PyList_GET_SIZE(out) > 0
+                                                    : PyObject_IsTrue(out) != 0))) {
+        PyObject *args[2] = {core, queued ? Py_True : Py_False};
+        return call_method(state, (PyObject *)self, NAME_AFTER_EVENTS, args, 2);
+    }
+    Py_RETURN_NONE;
+
+fail:
+    Py_XDECREF(handler);
+    release_batch(items, count, events);
+    return NULL;
+}
+
+PyDoc_STRVAR(get_buffer_doc,
+"get_buffer($self, sizehint, /)\n--\n\n"
+"asyncio.BufferedProtocol: the buffer for the next read (the thread's\n"
+"scratch buffer; while a large frame arrives, the rest of its payload).");
+
+static PyObject *
+conn_get_buffer(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const *args,
+                Py_ssize_t nargs, PyObject *kwnames)
+{
+    speedups_state *state = PyType_GetModuleState(cls);
+    PyObject *core = self->core;
+    if (nargs == 1 && kwnames == NULL) {
+        if (is_none(core)) {
+            return Py_NewRef(self->scratch != NULL ? self->scratch : Py_None);
+        }
+        core = bound_core(state, self);
+        if (core != NULL && SLOT(state, core, CORE_SINK) == Py_None) {
+            return Py_NewRef(self->scratch != NULL ? self->scratch : Py_None);
+        }
+    }
+    return call_twin(state, (PyObject *)self, NAME_PY_GET_BUFFER, args, nargs, kwnames);
+}
+
+PyDoc_STRVAR(buffer_updated_doc,
+"buffer_updated($self, nbytes, /)\n--\n\n"
+"asyncio.BufferedProtocol: ``nbytes`` were read into get_buffer()'s buffer;\n"
+"deliver the messages they complete.");
+
+/* The fast path of buffer_updated: 1 if it ran (*result set: None or NULL
+ * for an exception), 0 if the state needs the Python path. */
+static int
+fast_buffer_updated(speedups_state *state, ConnectionBaseObject *self, PyObject *core,
+                    PyObject *nbytes, PyObject **result)
+{
+    PyObject *events = SLOT(state, core, CORE_EVENTS);
+    PyObject *msg_op = SLOT(state, core, CORE_MSG_OP);
+    const int whole = is_negative_int(msg_op); /* no fragmented message in progress */
+    PyObject *masked = SLOT(state, core, CORE_MASKED_IN);
+    PyObject *max_size = SLOT(state, core, CORE_MAX_SIZE);
+    PyObject *rsv = SLOT(state, core, CORE_RSV_ALLOWED);
+    PyObject *frames, *error;
+    long long max_frame;
+    int overflow, rc;
+    unsigned long rsv_allowed;
+    Py_ssize_t n, pos;
+    Py_buffer view;
+
+    if (SLOT(state, core, CORE_DISCARD) != Py_False || SLOT(state, core, CORE_SINK) != Py_None ||
+            SLOT(state, core, CORE_BUF) != Py_None ||
+            SLOT(state, core, CORE_PENDING_CLOSE) != Py_None || events == NULL ||
+            !PyList_CheckExact(events) || msg_op == NULL || !PyLong_CheckExact(msg_op) ||
+            (masked != Py_True && masked != Py_False) || max_size == NULL ||
+            !PyLong_CheckExact(max_size) || rsv == NULL || !PyLong_CheckExact(rsv) ||
+            self->scratch == NULL || !PyLong_Check(nbytes)) {
+        return 0;
+    }
+    max_frame = PyLong_AsLongLongAndOverflow(max_size, &overflow);
+    rsv_allowed = PyLong_AsUnsignedLongMask(rsv);
+    n = PyLong_AsSsize_t(nbytes);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0; /* out of range: the Python path says so */
+    }
+    if (PyObject_GetBuffer(self->scratch, &view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (n < 0 || n > view.len) {
+        PyBuffer_Release(&view);
+        return 0;
+    }
+    Py_INCREF(core); /* the handler may replace it */
+    /* Whole messages go straight to core.events unless a fragmented
+     * message is in progress (then every frame goes through _after_scan). */
+    rc = tether_scan(state, (const uint8_t *)view.buf, 0, n, masked == Py_True, max_frame,
+                     overflow, max_size, rsv_allowed, whole ? events : NULL, &frames, &pos,
+                     &error);
+    PyBuffer_Release(&view);
+    if (rc < 0) {
+        *result = NULL;
+        Py_DECREF(core);
+        return 1;
+    }
+    if (frames != NULL || error != NULL || pos != n) {
+        /* Frames for the state machine, an error, or a partial frame. */
+        PyObject *pos_obj = PyLong_FromSsize_t(pos);
+        PyObject *r = NULL;
+        if (pos_obj != NULL && (frames != NULL || (frames = PyList_New(0)) != NULL)) {
+            PyObject *args[5] = {self->scratch, nbytes, frames, pos_obj,
+                                 error != NULL ? error : Py_None};
+            r = call_method(state, core, NAME_AFTER_SCAN, args, 5);
+        }
+        Py_XDECREF(pos_obj);
+        Py_XDECREF(frames);
+        Py_XDECREF(error);
+        if (r == NULL) {
+            *result = NULL;
+            Py_DECREF(core);
+            return 1;
+        }
+        Py_DECREF(r);
+    }
+    *result = handle_events(state, self, core);
+    Py_DECREF(core);
+    return 1;
+}
+
+static PyObject *
+conn_buffer_updated(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const *args,
+                    Py_ssize_t nargs, PyObject *kwnames)
+{
+    speedups_state *state = PyType_GetModuleState(cls);
+    PyObject *core = bound_core(state, self);
+    PyObject *result;
+    if (nargs == 1 && kwnames == NULL && core != NULL && !self->lent &&
+            fast_buffer_updated(state, self, core, args[0], &result)) {
+        return result;
+    }
+    return call_twin(state, (PyObject *)self, NAME_PY_BUFFER_UPDATED, args, nargs, kwnames);
+}
+
+PyDoc_STRVAR(send_nowait_doc,
+"send_nowait($self, message, /)\n--\n\n"
+"Send a whole message without waiting for the peer to read it.\n\n"
+"For code that runs on the event loop but cannot await (message\n"
+"handlers, callbacks). The bytes are buffered without bound: check\n"
+":attr:`buffered_amount`, or use ``await send()`` which waits.");
+
+static PyObject *
+conn_send_nowait(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const *args,
+                 Py_ssize_t nargs, PyObject *kwnames)
+{
+    speedups_state *state = PyType_GetModuleState(cls);
+    PyObject *core = bound_core(state, self);
+    PyObject *transport = self->transport;
+    PyObject *message, *send_op, *masked, *frame, *r;
+    const char *data;
+    Py_ssize_t n;
+    uint8_t first, mask[4];
+
+    if (nargs != 1 || kwnames != NULL || core == NULL || is_none(transport)) {
+        goto python;
+    }
+    message = args[0];
+    send_op = SLOT(state, core, CORE_SEND_OP);
+    masked = SLOT(state, core, CORE_MASKED_OUT);
+    /* Open, no close sent, no fragmented message in progress, no
+     * compression: anything else is the Python path's to handle. */
+    if (SLOT(state, core, CORE_STATE) != state->open_state ||
+            SLOT(state, core, CORE_CLOSE_SENT) != Py_None ||
+            SLOT(state, core, CORE_DEFLATE) != Py_None || !is_negative_int(send_op) ||
+            (masked != Py_True && masked != Py_False)) {
+        goto python;
+    }
+    if (PyUnicode_CheckExact(message)) {
+        data = PyUnicode_AsUTF8AndSize(message, &n);
+        if (data == NULL) {
+            PyErr_Clear(); /* lone surrogates: message.encode() raises */
+            goto python;
+        }
+        first = 0x81;
+    }
+    else if (PyBytes_CheckExact(message) && PyBytes_GET_SIZE(message) < 65536) {
+        /* (larger ones go out as header + payload, see _WRITELINES_MIN) */
+        data = PyBytes_AS_STRING(message);
+        n = PyBytes_GET_SIZE(message);
+        first = 0x82;
+    }
+    else {
+        goto python;
+    }
+    if (masked == Py_True) {
+        /* RFC 6455 section 5.3: "The masking key is a 32-bit value chosen at
+         * random by the client ... a fresh masking key for each frame". */
+        PyObject *source = SLOT(state, core, CORE_MASK_KEY);
+        if (source == NULL) {
+            goto python;
+        }
+        if (tether_is_masking_key(source)) {
+            if (tether_masking_key_into(state, mask) < 0) {
+                return NULL;
+            }
+        }
+        else {
+            /* the application's mask_source */
+            PyObject *key = PyObject_CallNoArgs(source);
+            int rc = key != NULL ? tether_get_mask(key, mask) : -1;
+            Py_XDECREF(key);
+            if (rc < 0) {
+                return NULL;
+            }
+        }
+    }
+    frame = tether_frame(first, (const uint8_t *)data, n, masked == Py_True ? mask : NULL);
+    if (frame == NULL) {
+        return NULL;
+    }
+    Py_INCREF(transport);
+    r = call_method(state, transport, NAME_WRITE, &frame, 1);
+    Py_DECREF(transport);
+    Py_DECREF(frame);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+
+python:
+    return call_twin(state, (PyObject *)self, NAME_PY_SEND_NOWAIT, args, nargs, kwnames);
+}
+
+/* ------------------------------------------------------------------------
+ * bind_core
+ */
+
+PyObject *
+tether_bind_core(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char *const slot_names[CORE_NSLOTS] = {
+        [CORE_SINK] = "_sink",
+        [CORE_BUF] = "_buf",
+        [CORE_DISCARD] = "_discard",
+        [CORE_MSG_OP] = "_msg_op",
+        [CORE_MASKED_IN] = "_masked_in",
+        [CORE_MAX_SIZE] = "max_size",
+        [CORE_RSV_ALLOWED] = "_rsv_allowed",
+        [CORE_EVENTS] = "events",
+        [CORE_PENDING_CLOSE] = "_pending_close",
+        [CORE_OUT] = "_out",
+        [CORE_STATE] = "state",
+        [CORE_CLOSE_SENT] = "close_sent",
+        [CORE_SEND_OP] = "_send_op",
+        [CORE_DEFLATE] = "_deflate",
+        [CORE_MASKED_OUT] = "_masked_out",
+        [CORE_MASK_KEY] = "_mask_key",
+    };
+    speedups_state *state = PyModule_GetState(module);
+    Py_ssize_t offsets[CORE_NSLOTS];
+    int i;
+
+    if (nargs != 2 || !PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "bind_core() takes a class and its State.OPEN");
+        return NULL;
+    }
+    for (i = 0; i < CORE_NSLOTS; i++) {
+        PyObject *descr = PyObject_GetAttrString(args[0], slot_names[i]);
+        if (descr == NULL) {
+            return NULL;
+        }
+        if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+                ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX ||
+                (((PyMemberDescrObject *)descr)->d_member->flags & READONLY)) {
+            PyErr_Format(PyExc_TypeError, "%R.%s is not a writable __slots__ entry", args[0],
+                         slot_names[i]);
+            Py_DECREF(descr);
+            return NULL;
+        }
+        offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_DECREF(descr);
+    }
+    memcpy(state->core_offsets, offsets, sizeof(offsets));
+    Py_XSETREF(state->core_type, (PyTypeObject *)Py_NewRef(args[0]));
+    Py_XSETREF(state->open_state, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------
+ * The type.
+ */
+
+static int
+conn_traverse(ConnectionBaseObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->core);
+    Py_VISIT(self->transport);
+    Py_VISIT(self->message_handler);
+    Py_VISIT(self->scratch);
+    Py_VISIT(self->waiter);
+    Py_VISIT(self->queue);
+    return 0;
+}
+
+static int
+conn_clear(ConnectionBaseObject *self)
+{
+    Py_CLEAR(self->core);
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->message_handler);
+    Py_CLEAR(self->scratch);
+    Py_CLEAR(self->waiter);
+    Py_CLEAR(self->queue);
+    return 0;
+}
+
+static void
+conn_dealloc(ConnectionBaseObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    (void)conn_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+#define CONN_METHOD(name, fn, doc) \
+    {name, (PyCFunction)(void (*)(void))fn, METH_METHOD | METH_FASTCALL | METH_KEYWORDS, doc}
+
+static PyMethodDef conn_methods[] = {
+    CONN_METHOD("get_buffer", conn_get_buffer, get_buffer_doc),
+    CONN_METHOD("buffer_updated", conn_buffer_updated, buffer_updated_doc),
+    CONN_METHOD("send_nowait", conn_send_nowait, send_nowait_doc),
+    {NULL, NULL, 0, NULL}
+};
+
+#define CONN_FIELD(name, field, doc) \
+    {name, T_OBJECT, offsetof(ConnectionBaseObject, field), 0, doc}
+
+static PyMemberDef conn_members[] = {
+    CONN_FIELD("core", core, "The sans-I/O core (None until the handshake is done)."),
+    CONN_FIELD("transport", transport, "The asyncio transport."),
+    CONN_FIELD("_message_handler", message_handler, NULL),
+    CONN_FIELD("_scratch", scratch, NULL),
+    CONN_FIELD("_waiter", waiter, NULL),
+    CONN_FIELD("_queue", queue, NULL),
+    {"_lent", T_BOOL, offsetof(ConnectionBaseObject, lent), 0, NULL},
+    {NULL, 0, 0, 0, NULL}
+};
+
+PyDoc_STRVAR(conn_doc,
+"The compiled per-message path of tether.aio.Connection (its base class\n"
+"when the extension is built): get_buffer, buffer_updated and send_nowait.\n"
+"Not for use on its own.");
+
+static PyType_Slot conn_slots[] = {
+    {Py_tp_dealloc, conn_dealloc},
+    {Py_tp_traverse, conn_traverse},
+    {Py_tp_clear, conn_clear},
+    {Py_tp_methods, conn_methods},
+    {Py_tp_members, conn_members},
+    {Py_tp_doc, (void *)conn_doc},
+    {0, NULL}
+};
+
+static PyType_Spec conn_spec = {
+    "tether._speedups.ConnectionBase",
+    sizeof(ConnectionBaseObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    conn_slots,
+};
+
+int
+tether_add_connection_base(PyObject *module)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, &conn_spec, NULL);
+    if (type == NULL) {
+        return -1;
+    }
+    if (PyModule_AddObject(module, "ConnectionBase", type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,313 @@
+"""The per-message path of tether.aio.Connection: get_buffer, buffer_updated
+and send_nowait. Compiled (tether._speedups.ConnectionBase) with the speedups,
+Python otherwise; the suite runs both ways and every outcome here must be the
+same. Each test drives one branch where the compiled path hands over to the
+Python one (or must not)."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import Any
+
+import pytest
+
+from tether.aio import connection as aio_connection
+from tether.aio.connection import Connection
+from tether.aio.options import make_options
+from tether.exceptions import ConnectionClosed, InvalidState
+from tether.protocol import accel
+from tether.protocol.connection import Connection as Core
+from tether.protocol.connection import Side
+from tether.protocol.deflate import DeflateOptions, DeflateParams, PerMessageDeflate
+from tether.protocol.frames import apply_mask, build_frame
+
+
+class Transport:
+    """Records what the connection writes."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.written.append(b"".join(data))
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.written.append(b"<eof>")
+
+
+def open_connection(core: Core | None = None, **options: Any) -> tuple[Connection, Transport]:
+    """A server-side connection (or one around ``core``) past its handshake."""
+    options.setdefault("compression", None)
+    ws = Connection(make_options(ping_interval=None, close_timeout=None, **options), False)
+    transport = Transport()
+    ws.connection_made(transport)  # type: ignore[arg-type]
+    ws._open(core if core is not None else Core(Side.SERVER), b"")
+    return ws, transport
+
+
+def feed(ws: Connection, data: bytes) -> None:
+    """Read ``data`` the way a BufferedProtocol transport does."""
+    while data:
+        buf = ws.get_buffer(-1)
+        n = min(len(buf), len(data))
+        buf[:n] = data[:n]
+        ws.buffer_updated(n)
+        data = data[n:]
+
+
+def masked(first: int, payload: bytes) -> bytes:
+    return build_frame(first, payload, b"\x01\x02\x03\x04")
+
+
+def collect(ws: Connection) -> list[Any]:
+    got: list[Any] = []
+    ws.set_message_handler(got.append)
+    return got
+
+
+def test_the_compiled_path_runs_with_the_speedups() -> None:
+    assert aio_connection.COMPILED is accel.SPEEDUPS
+    if accel.SPEEDUPS:
+        from tether import _speedups
+
+        assert Connection.buffer_updated is _speedups.ConnectionBase.__dict__["buffer_updated"]
+        assert Connection.send_nowait is _speedups.ConnectionBase.__dict__["send_nowait"]
+    else:
+        assert Connection.buffer_updated is Connection._py_buffer_updated
+
+
+async def test_whole_messages_of_one_read_reach_the_handler_in_order() -> None:
+    ws, transport = open_connection()
+    got: list[Any] = []
+
+    def echo(message: Any) -> None:
+        got.append(message)
+        ws.send_nowait(message)
+
+    ws.set_message_handler(echo)
+    feed(ws, masked(0x81, "héllo".encode()) + masked(0x82, b"\x00\xff") + masked(0x81, b""))
+    assert got == ["héllo", b"\x00\xff", ""]
+    assert transport.written == [
+        build_frame(0x81, "héllo".encode()),
+        build_frame(0x82, b"\x00\xff"),
+        build_frame(0x81, b""),
+    ]
+
+
+async def test_more_messages_in_one_read_than_one_batch_holds() -> None:
+    ws, _ = open_connection()
+    got = collect(ws)
+    feed(ws, b"".join(masked(0x82, bytes([i])) for i in range(40)))
+    assert got == [bytes([i]) for i in range(40)]
+    feed(ws, masked(0x81, b"after"))
+    assert got[-1] == "after"
+
+
+async def test_frames_split_across_reads_at_every_byte() -> None:
+    data = masked(0x81, b"one") + masked(0x82, bytes(300)) + masked(0x81, b"three")
+    for cut in range(1, len(data)):
+        ws, _ = open_connection()
+        got = collect(ws)
+        feed(ws, data[:cut])
+        feed(ws, data[cut:])
+        assert got == ["one", bytes(300), "three"], cut
+
+
+async def test_a_ping_between_messages_is_answered_between_their_replies() -> None:
+    ws, transport = open_connection()
+    ws.set_message_handler(ws.send_nowait)
+    feed(ws, masked(0x81, b"a") + masked(0x89, b"p") + masked(0x81, b"b"))
+    assert transport.written == [
+        build_frame(0x81, b"a"),
+        build_frame(0x8A, b"p"),
+        build_frame(0x81, b"b"),
+    ]
+
+
+async def test_a_fragmented_message_then_a_whole_one_in_the_same_read() -> None:
+    ws, _ = open_connection()
+    got = collect(ws)
+    feed(ws, masked(0x01, b"ab") + masked(0x80, b"cd"))
+    feed(ws, masked(0x01, b"ef"))  # the next read starts inside a fragmented message
+    feed(ws, masked(0x80, b"gh") + masked(0x82, b"x"))
+    assert got == ["abcd", "efgh", b"x"]
+
+
+async def test_a_handler_error_fails_with_1011_and_the_batch_still_reaches_it() -> None:
+    ws, transport = open_connection()
+    calls: list[Any] = []
+
+    def handler(message: Any) -> None:
+        calls.append(message)
+        raise RuntimeError("boom")
+
+    ws.set_message_handler(handler)
+    feed(ws, masked(0x81, b"1") + masked(0x81, b"2"))
+    assert calls == ["1", "2"]
+    assert transport.written[0][:4] == b"\x88\x10\x03\xf3"  # close 1011 "internal error"
+
+
+async def test_a_base_exception_in_the_handler_propagates() -> None:
+    class Stop(BaseException):
+        pass
+
+    def handler(message: Any) -> None:
+        raise Stop
+
+    ws, _ = open_connection()
+    ws.set_message_handler(handler)
+    with pytest.raises(Stop):
+        feed(ws, masked(0x81, b"x"))
+
+
+async def test_a_framing_error_after_a_message_closes_after_its_reply() -> None:
+    ws, transport = open_connection()
+    ws.set_message_handler(ws.send_nowait)
+    feed(ws, masked(0x81, b"ok") + masked(0x8F, b""))  # reserved opcode 15
+    assert transport.written[0] == build_frame(0x81, b"ok")
+    assert transport.written[1][:4] == b"\x88\x14\x03\xea"  # 1002
+    with pytest.raises(ConnectionClosed, match="reserved opcode 15"):
+        ws.send_nowait("late")
+
+
+async def test_a_message_over_max_size_fails_with_1009() -> None:
+    ws, transport = open_connection(Core(Side.SERVER, max_size=10))
+    collect(ws)
+    feed(ws, masked(0x82, bytes(11)))
+    assert transport.written[0][2:4] == b"\x03\xf1"  # 1009
+
+
+async def test_a_waiting_recv_gets_the_message_and_the_rest_is_queued() -> None:
+    ws, _ = open_connection()
+    task = asyncio.ensure_future(ws.recv())
+    await asyncio.sleep(0)
+    feed(ws, masked(0x81, b"first") + masked(0x82, b"second"))
+    assert await task == "first"
+    assert ws.recv_nowait() == b"second"
+
+
+async def test_a_message_for_a_cancelled_recv_is_queued() -> None:
+    ws, _ = open_connection()
+    task = asyncio.ensure_future(ws.recv())
+    await asyncio.sleep(0)
+    assert ws._waiter is not None
+    ws._waiter.cancel()  # as wait_for does on a timeout, before the task runs
+    feed(ws, masked(0x81, b"kept"))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ws.recv_nowait() == "kept"
+
+
+async def test_send_nowait_frames_what_the_python_path_frames() -> None:
+    class Colour(str, enum.Enum):
+        RED = "red"
+
+    ws, transport = open_connection()
+    big = bytes(range(256)) * 300  # past the writelines threshold
+    for message in ["text", "", Colour.RED, b"bin", bytearray(b"ba"), big]:
+        ws.send_nowait(message)
+    assert transport.written == [
+        build_frame(0x81, b"text"),
+        build_frame(0x81, b""),
+        build_frame(0x81, b"red"),
+        build_frame(0x82, b"bin"),
+        build_frame(0x82, b"ba"),
+        build_frame(0x82, big),
+    ]
+    with pytest.raises(UnicodeEncodeError):
+        ws.send_nowait("\ud800")
+    assert len(transport.written) == 6
+
+
+async def test_a_client_masks_with_fresh_keys_or_its_mask_source() -> None:
+    ws, transport = open_connection(Core(Side.CLIENT))
+    ws.send_nowait("hi")
+    ws.send_nowait("hi")
+    keys = [frame[2:6] for frame in transport.written]
+    for frame in transport.written:
+        assert frame[:2] == b"\x81\x82"
+        assert apply_mask(frame[6:], frame[2:6]) == b"hi"
+    assert keys[0] != keys[1]
+
+    ws, transport = open_connection(Core(Side.CLIENT, mask_source=lambda n: b"abcd"[:n]))
+    ws.send_nowait(b"xy")
+    assert transport.written == [build_frame(0x82, b"xy", b"abcd")]
+
+    ws, transport = open_connection(Core(Side.CLIENT, mask_source=lambda n: b"abc"))
+    with pytest.raises(ValueError, match="mask must be 4 bytes, got 3"):
+        ws.send_nowait("x")
+    assert transport.written == []
+
+
+async def test_send_nowait_refuses_before_the_handshake_and_after_the_close() -> None:
+    ws = Connection(make_options(ping_interval=None, close_timeout=None), False)
+    ws.connection_made(Transport())  # type: ignore[arg-type]
+    with pytest.raises(InvalidState, match="handshake"):
+        ws.send_nowait("early")
+    ws, transport = open_connection()
+    ws.close_nowait()
+    with pytest.raises(ConnectionClosed):
+        ws.send_nowait("late")
+    assert len(transport.written) == 1  # the close frame only
+
+
+async def test_a_fragmented_send_in_progress_refuses_a_whole_message() -> None:
+    ws, _ = open_connection()
+    ws.send_fragment("part", fin=False)
+    with pytest.raises(InvalidState, match="fragmented message is in progress"):
+        ws.send_nowait("whole")
+
+
+async def test_compressed_messages_take_the_python_path_both_ways() -> None:
+    deflate = PerMessageDeflate(DeflateParams(), True, DeflateOptions(min_size=0))
+    ws, transport = open_connection(Core(Side.SERVER, deflate=deflate))
+    got = collect(ws)
+    ws.send_nowait("z" * 100)
+    assert transport.written[0][0] == 0xC1  # FIN + RSV1 + text
+    frame = transport.written[0]
+    feed(ws, masked(frame[0], frame[2:]))
+    assert got == ["z" * 100]
+
+
+async def test_a_core_of_another_class_takes_the_python_path() -> None:
+    class Traced(Core):
+        __slots__ = ()
+
+    ws, transport = open_connection(Traced(Side.SERVER))
+    ws.set_message_handler(ws.send_nowait)
+    feed(ws, masked(0x81, b"same"))
+    assert transport.written == [build_frame(0x81, b"same")]
+
+
+@pytest.mark.skipif(not accel.SPEEDUPS, reason="the compiled path only")
+def test_bind_core_refuses_a_class_without_those_slots() -> None:
+    from tether import _speedups
+
+    class NoSlots:
+        _sink = property(lambda self: None)
+
+    with pytest.raises(AttributeError):
+        _speedups.bind_core(object, None)
+    with pytest.raises(TypeError, match="is not a writable __slots__ entry"):
+        _speedups.bind_core(NoSlots, None)
+    with pytest.raises(TypeError, match="takes a class"):
+        _speedups.bind_core(1, None)  # type: ignore[arg-type]
