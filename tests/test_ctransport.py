@@ -1465,6 +1465,50 @@ class Replier(Proto):
         self.size_inside.append(self.transport.gathered)
 
 
+async def test_one_write_from_a_callback_is_kept_as_is_until_a_second_one() -> None:
+    first, second = pattern(1000, seed=1), pattern(500, seed=2)
+    extra_refs: list[int] = []
+
+    def reply(t: Any) -> None:
+        before = sys.getrefcount(first)
+        t.write(first)
+        extra_refs.append(sys.getrefcount(first) - before)  # gathered as is
+        t.write(second)
+        extra_refs.append(sys.getrefcount(first) - before)  # now copied with the second
+
+    ours, peer = tcp_pair()
+    proto = Replier(reply)
+    t = make_transport(ours, proto)
+    await send(peer, b"go")
+    assert await read_exactly(peer, 1500) == first + second
+    assert extra_refs == [1, 0]
+    assert proto.size_inside == [1500]
+    t.close()
+    await proto.wait_lost()
+
+
+async def test_the_unsent_tail_of_a_bytes_write_is_queued_without_a_copy() -> None:
+    ours, peer = tcp_pair(small=True)
+    proto = Proto()
+    t = make_transport(ours, proto)
+    t.set_write_buffer_limits(high=BIG * 4)
+    for seed, write, head in (
+        (1, t.write, b""),
+        (2, lambda d: t.writelines([b"head", d]), b"head"),
+    ):
+        data = pattern(BIG, seed=seed)
+        before = sys.getrefcount(data)
+        write(data)
+        assert 0 < t.get_write_buffer_size() < BIG  # the kernel took a part
+        assert sys.getrefcount(data) == before + 1  # the rest is the object itself
+        assert await read_exactly(peer, len(head) + BIG) == head + data
+        await until(lambda: t.get_write_buffer_size() == 0)
+        assert sys.getrefcount(data) == before
+    t.close()
+    await proto.wait_lost()
+    peer.close()
+
+
 async def test_small_writes_from_a_callback_go_out_together_in_order() -> None:
     parts = [pattern(20, seed=i) for i in range(1000)]  # 20 KB in all
 

@@ -311,3 +311,31 @@ def test_bind_core_refuses_a_class_without_those_slots() -> None:
         _speedups.bind_core(NoSlots, None)
     with pytest.raises(TypeError, match="takes a class"):
         _speedups.bind_core(1, None)  # type: ignore[arg-type]
+
+
+async def test_a_large_frame_is_read_into_its_payload() -> None:
+    ws, _ = open_connection()
+    got = collect(ws)
+    payload = bytes(range(256)) * 1024  # 256 KiB
+    frame = masked(0x82, payload)
+    feed(ws, frame[:100_000])  # past a quarter of the frame: its payload sink starts
+    with ws.get_buffer(-1) as buf:
+        assert len(buf) == len(frame) - 100_000  # the rest of the payload, not the scratch
+    for start in range(100_000, len(frame), 50_000):
+        feed(ws, frame[start : start + 50_000])
+    assert got == [payload]
+    feed(ws, masked(0x81, b"next"))
+    assert got[-1] == "next"
+
+
+async def test_large_text_is_validated_while_it_arrives() -> None:
+    ws, transport = open_connection()
+    got = collect(ws)
+    payload = b"a" * 150_000 + b"\xff" + b"a" * 150_000
+    frame = masked(0x81, payload)
+    feed(ws, frame[:100_000])
+    assert transport.written == []
+    feed(ws, frame[100_000:200_000])  # the invalid byte is in: fail now, not at the end
+    assert transport.written[0][2:4] == b"\x03\xef"  # 1007
+    feed(ws, frame[200_000:])
+    assert got == []

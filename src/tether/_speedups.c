@@ -1213,6 +1213,26 @@ sink_buffer(PayloadSinkObject *self, PyObject *Py_UNUSED(ignored))
     return PyMemoryView_FromObject((PyObject *)self);
 }
 
+PyObject *
+tether_sink_buffer(PyObject *sink)
+{
+    return sink_buffer((PayloadSinkObject *)sink, NULL);
+}
+
+int
+tether_sink_written(PyObject *sink, PyObject *n)
+{
+    PyObject *r = sink_written((PayloadSinkObject *)sink, n);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+Py_ssize_t
+tether_sink_remaining(PyObject *sink)
+{
+    return ((PayloadSinkObject *)sink)->size - ((PayloadSinkObject *)sink)->filled;
+}
+
 static int
 sink_getbuffer(PayloadSinkObject *self, Py_buffer *view, int flags)
 {
@@ -1355,6 +1375,7 @@ speedups_exec(PyObject *module)
         if (sink_type == NULL) {
             return -1;
         }
+        state->sink_type = (PyTypeObject *)Py_NewRef(sink_type);
         if (PyModule_AddObject(module, "PayloadSink", sink_type) < 0) {
             Py_DECREF(sink_type);
             return -1;
@@ -1368,6 +1389,7 @@ speedups_exec(PyObject *module)
             [NAME_AFTER_SCAN] = "_after_scan",
             [NAME_HANDLE_EVENTS] = "_handle_events",
             [NAME_AFTER_EVENTS] = "_after_events",
+            [NAME_SINK_PROGRESS] = "_sink_progress",
             [NAME_PUT] = "_put",
             [NAME_HANDLER_FAILED] = "_handler_failed",
             [NAME_RECEIVE_BUFFER] = "receive_buffer",
@@ -1402,6 +1424,7 @@ speedups_traverse(PyObject *module, visitproc visit, void *arg)
     }
     Py_VISIT(state->core_type);
     Py_VISIT(state->open_state);
+    Py_VISIT(state->sink_type);
     return 0;
 }
 
@@ -1421,6 +1444,7 @@ speedups_clear(PyObject *module)
     }
     Py_CLEAR(state->core_type);
     Py_CLEAR(state->open_state);
+    Py_CLEAR(state->sink_type);
     return 0;
 }
 

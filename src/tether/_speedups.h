@@ -20,6 +20,7 @@
  * ConnectionBase reads and writes in place; bind_core() finds their offsets. */
 enum core_slot {
     CORE_SINK,
+    CORE_SINK_B0,
     CORE_BUF,
     CORE_DISCARD,
     CORE_MSG_OP,
@@ -46,6 +47,7 @@ enum method_name {
     NAME_AFTER_SCAN,
     NAME_HANDLE_EVENTS,
     NAME_AFTER_EVENTS,
+    NAME_SINK_PROGRESS,
     NAME_PUT,
     NAME_HANDLER_FAILED,
     NAME_RECEIVE_BUFFER,
@@ -70,6 +72,7 @@ typedef struct {
     PyObject *open_state;
     Py_ssize_t core_offsets[CORE_NSLOTS];
     PyObject *names[NAME_COUNT];
+    PyTypeObject *sink_type; /* PayloadSink */
 } speedups_state;
 
 /* Scan buf[pos:end] as scan_frames() does (max_frame and max_overflow:
@@ -98,6 +101,11 @@ int tether_get_mask(PyObject *obj, uint8_t out[4]);
 
 /* Whether obj is this extension's masking_key function. */
 int tether_is_masking_key(PyObject *obj);
+
+/* A PayloadSink's buffer() and written(n), and its remaining bytes. */
+PyObject *tether_sink_buffer(PyObject *sink);
+int tether_sink_written(PyObject *sink, PyObject *n);
+Py_ssize_t tether_sink_remaining(PyObject *sink);
 
 /* bind_core(core_type, open_state): see _speedups_connection.c. */
 PyObject *tether_bind_core(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -293,8 +293,21 @@ conn_get_buffer(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const *
             return Py_NewRef(self->scratch != NULL ? self->scratch : Py_None);
         }
         core = bound_core(state, self);
-        if (core != NULL && SLOT(state, core, CORE_SINK) == Py_None) {
-            return Py_NewRef(self->scratch != NULL ? self->scratch : Py_None);
+        if (core != NULL) {
+            PyObject *sink = SLOT(state, core, CORE_SINK);
+            if (sink == Py_None) {
+                return Py_NewRef(self->scratch != NULL ? self->scratch : Py_None);
+            }
+            if (sink != NULL && Py_IS_TYPE(sink, state->sink_type) &&
+                    SLOT(state, core, CORE_DISCARD) == Py_False) {
+                /* A large frame is arriving: read straight into the rest of
+                 * its payload (core.receive_buffer()). */
+                PyObject *buf = tether_sink_buffer(sink);
+                if (buf != NULL) {
+                    self->lent = 1;
+                }
+                return buf;
+            }
         }
     }
     return call_twin(state, (PyObject *)self, NAME_PY_GET_BUFFER, args, nargs, kwnames);
@@ -384,6 +397,61 @@ fast_buffer_updated(speedups_state *state, ConnectionBaseObject *self, PyObject 
     return 1;
 }
 
+/* The fast path of buffer_updated after a read into a payload sink (see
+ * get_buffer): core.receive_into(nbytes) then _handle_events, with the
+ * payload's progress in C while its frame is binary and incomplete. Same
+ * return convention as fast_buffer_updated. */
+static int
+fast_sink_updated(speedups_state *state, ConnectionBaseObject *self, PyObject *core,
+                  PyObject *nbytes, PyObject **result)
+{
+    PyObject *sink = SLOT(state, core, CORE_SINK);
+    PyObject *b0 = SLOT(state, core, CORE_SINK_B0);
+    PyObject *msg_op = SLOT(state, core, CORE_MSG_OP);
+    PyObject *out = SLOT(state, core, CORE_OUT);
+    PyObject *r;
+    long opcode, message_op;
+
+    if (sink == NULL || !Py_IS_TYPE(sink, state->sink_type) ||
+            SLOT(state, core, CORE_DISCARD) != Py_False || b0 == NULL ||
+            !PyLong_CheckExact(b0) || msg_op == NULL || !PyLong_CheckExact(msg_op)) {
+        return 0;
+    }
+    opcode = PyLong_AsLong(b0) & 0x0F;
+    message_op = PyLong_AsLong(msg_op);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    self->lent = 0;
+    Py_INCREF(core);
+    Py_INCREF(sink);
+    if (tether_sink_written(sink, nbytes) < 0) {
+        *result = NULL;
+        goto done;
+    }
+    /* Core._sink_progress: partial text is validated as it arrives, and a
+     * complete payload becomes a frame; only the Python path does either. */
+    if (tether_sink_remaining(sink) > 0 &&
+            !((opcode == 0 || opcode == 1) && (message_op == -1 || message_op == 1)) &&
+            SLOT(state, core, CORE_PENDING_CLOSE) == Py_None && out != NULL &&
+            PyList_CheckExact(out) && PyList_GET_SIZE(out) == 0) {
+        *result = Py_NewRef(Py_None);
+        goto done;
+    }
+    r = call_method(state, core, NAME_SINK_PROGRESS, NULL, 0);
+    if (r == NULL) {
+        *result = NULL;
+        goto done;
+    }
+    Py_DECREF(r);
+    *result = handle_events(state, self, core);
+done:
+    Py_DECREF(sink);
+    Py_DECREF(core);
+    return 1;
+}
+
 static PyObject *
 conn_buffer_updated(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const *args,
                     Py_ssize_t nargs, PyObject *kwnames)
@@ -391,8 +459,9 @@ conn_buffer_updated(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *con
     speedups_state *state = PyType_GetModuleState(cls);
     PyObject *core = bound_core(state, self);
     PyObject *result;
-    if (nargs == 1 && kwnames == NULL && core != NULL && !self->lent &&
-            fast_buffer_updated(state, self, core, args[0], &result)) {
+    if (nargs == 1 && kwnames == NULL && core != NULL &&
+            (self->lent ? fast_sink_updated(state, self, core, args[0], &result)
+                        : fast_buffer_updated(state, self, core, args[0], &result))) {
         return result;
     }
     return call_twin(state, (PyObject *)self, NAME_PY_BUFFER_UPDATED, args, nargs, kwnames);
@@ -497,6 +566,7 @@ tether_bind_core(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     static const char *const slot_names[CORE_NSLOTS] = {
         [CORE_SINK] = "_sink",
+        [CORE_SINK_B0] = "_sink_b0",
         [CORE_BUF] = "_buf",
         [CORE_DISCARD] = "_discard",
         [CORE_MSG_OP] = "_msg_op",

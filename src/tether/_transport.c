@@ -686,15 +686,20 @@ transport_cork(Transport *t, PyObject *data, const char *buf, Py_ssize_t len)
     return 0;
 }
 
-/* Queue bytes for EPOLLOUT: a bytes object is kept as is, anything else is
- * copied (the caller may reuse its buffer). */
+/* Queue bytes for EPOLLOUT: a bytes object is kept as is (also the unsent
+ * tail of one, when it heads the queue: head_off skips what was sent),
+ * anything else is copied (the caller may reuse its buffer). */
 static int
 transport_queue(Transport *t, PyObject *data, const char *buf, Py_ssize_t len)
 {
     PyObject *chunk;
-    if (PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) == len &&
-        PyBytes_AS_STRING(data) == buf)
+    int empty = !has_pending(t);
+    if (PyBytes_CheckExact(data) && PyBytes_AS_STRING(data) + PyBytes_GET_SIZE(data) == buf + len &&
+        (PyBytes_AS_STRING(data) == buf || (empty && buf > PyBytes_AS_STRING(data)))) {
         chunk = Py_NewRef(data);
+        if (empty)
+            t->head_off = buf - PyBytes_AS_STRING(data);
+    }
     else
         chunk = PyBytes_FromStringAndSize(buf, len);
     if (chunk == NULL)
