@@ -371,6 +371,16 @@ def table(results: dict[str, dict[str, list[float | None]]]) -> str:
             f" tether {fmt(median(paired.get('tether_x_picows-await', [])))}x picows awaited"
             " (a future per echo)"
         )
+        cpu = [
+            f"{name} {fmt(median(paired[f'{name}_cpu_us']))}"
+            for name in ("tether-cb", "picows", "tether", "picows-await")
+            if paired.get(f"{name}_cpu_us")
+        ]
+        if cpu:
+            notes.append(
+                "CPU time of the client per round trip in those slices (µs, medians): "
+                + ", ".join(cpu)
+            )
     extra = results.get("e10k-deflate")
     if extra:
         notes.append(

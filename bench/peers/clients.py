@@ -10,7 +10,9 @@ awaited (a future per echo) in one process and one loop, in alternating
 slices of SLICE round trips, and prints the medians of the per-round
 ratios. On a virtual machine the speed of a round trip drifts between levels
 from second to second for every library; slices a fraction of a second apart
-see the same level, so their ratio is steadier than that of whole runs.
+see the same level, so their ratio is steadier than that of whole runs. It
+also reports each client's CPU time per round trip (``*_cpu_us``, medians of
+the slices): what a library controls, whatever the machine's level.
 """
 
 from __future__ import annotations
@@ -255,15 +257,17 @@ async def run_paired(uri: str, clock: Clock) -> dict[str, float]:
         "picows-await": slice_picows_await,
     }
     rates: dict[str, list[float]] = {name: [] for name in slices}
+    cpu_us: dict[str, list[float]] = {name: [] for name in slices}
     names = list(slices)
     rounds = 0
     warm = 3  # the first rounds warm up
     while clock.tick(0) or rounds < warm + 3:
         shift = rounds % len(names)
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             await slices[name]()
             rates[name].append(SLICE / (time.perf_counter() - start))
+            cpu_us[name].append((time.process_time() - cpu_start) / SLICE * 1e6)
         rounds += 1
     await ws.close()
     picows.send_close()
@@ -274,6 +278,7 @@ async def run_paired(uri: str, clock: Clock) -> dict[str, float]:
         out[f"{name}_x_{peer}"] = round(statistics.median(a / b for a, b in pairs), 3)
     for name, values in rates.items():
         out[f"{name}_msgs_per_s"] = round(statistics.median(values[warm:]), 1)
+        out[f"{name}_cpu_us"] = round(statistics.median(cpu_us[name][warm:]), 2)
     return out
 
 
