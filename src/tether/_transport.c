@@ -652,7 +652,7 @@ transport_cork(Transport *t, PyObject *data, const char *buf, Py_ssize_t len)
             return -1;
         memcpy(PyByteArray_AS_STRING(last) + size, buf, (size_t)len);
     }
-    else if (last != NULL && t->gathered > 0) {
+    else if (last != NULL && t->gathered > 0 && (n > 1 || t->head_off == 0)) {
         /* the queue ends with a gathered bytes object: gather from now on
          * into a bytearray that starts with it */
         Py_ssize_t size = PyBytes_GET_SIZE(last);
