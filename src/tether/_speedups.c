@@ -1338,7 +1338,8 @@ static PyMethodDef speedups_methods[] = {
      "bind_core($module, core_type, open_state, /)\n--\n\n"
      "Let ConnectionBase read the slots of ``core_type`` (tether.protocol's\n"
      "Connection) in place; ``open_state`` is its State.OPEN. Called once by\n"
-     "tether.aio.connection. Raises TypeError if a slot it needs is missing."},
+     "tether.aio.connection. Raises TypeError if a slot it needs is missing.\n"
+     "A free-threaded build binds nothing: every call takes the Python path."},
     {"_kernels", speedups_kernels, METH_NOARGS,
      "_kernels($module, /)\n--\n\nThe masking kernels this machine runs, best last."},
     {"_use_kernel", speedups_use_kernel, METH_O,

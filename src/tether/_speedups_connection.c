@@ -607,6 +607,12 @@ tether_bind_core(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
         Py_DECREF(descr);
     }
+#ifdef Py_GIL_DISABLED
+    /* Without the GIL, reading and emptying the core's slots in place is
+     * not safe against another thread: every call takes the Python path. */
+    (void)offsets;
+    Py_RETURN_NONE;
+#endif
     memcpy(state->core_offsets, offsets, sizeof(offsets));
     Py_XSETREF(state->core_type, (PyTypeObject *)Py_NewRef(args[0]));
     Py_XSETREF(state->open_state, Py_NewRef(args[1]));
