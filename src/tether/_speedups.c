@@ -875,7 +875,11 @@ PyDoc_STRVAR(masking_key_doc,
 static PyObject *
 speedups_masking_key(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    return tether_masking_key(get_state(module));
+    uint8_t key[4];
+    if (tether_masking_key_into(get_state(module), key) < 0) {
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)key, 4);
 }
 
 int
@@ -921,16 +925,6 @@ tether_masking_key_into(speedups_state *state, uint8_t out[4])
     Py_DECREF(key);
     return rc;
 #endif
-}
-
-PyObject *
-tether_masking_key(speedups_state *state)
-{
-    uint8_t key[4];
-    if (tether_masking_key_into(state, key) < 0) {
-        return NULL;
-    }
-    return PyBytes_FromStringAndSize((const char *)key, 4);
 }
 
 /* ------------------------------------------------------------------------

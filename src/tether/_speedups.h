@@ -90,10 +90,9 @@ int tether_scan(speedups_state *state, const uint8_t *buf, Py_ssize_t pos, Py_ss
 PyObject *tether_frame(uint8_t first_byte, const uint8_t *payload, Py_ssize_t n,
                        const uint8_t *mask);
 
-/* The next 4-byte masking key: into out (0, or -1 with an exception), or
- * as the bytes that masking_key() returns. */
+/* The next 4-byte masking key, as masking_key() hands it out: into out (0,
+ * or -1 with an exception). */
 int tether_masking_key_into(speedups_state *state, uint8_t out[4]);
-PyObject *tether_masking_key(speedups_state *state);
 
 /* Copy a 4-byte masking key out of any bytes-like object (ValueError unless
  * it is 4 bytes long). */

@@ -66,26 +66,12 @@ bound_core(speedups_state *state, ConnectionBaseObject *self)
     return core;
 }
 
-/* obj.<names[name]>(*args), for at most 5 args. */
-static inline PyObject *
-call_method(speedups_state *state, PyObject *obj, int name, PyObject *const *args, size_t nargs)
-{
-    PyObject *stack[6];
-    size_t i;
-    assert(nargs < 6);
-    stack[0] = obj;
-    for (i = 0; i < nargs; i++) {
-        stack[i + 1] = args[i];
-    }
-    return PyObject_VectorcallMethod(state->names[name], stack,
-                                     (nargs + 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-}
-
-/* self.<names[name]>(*args, **kwnames): a method's call handed to its
- * Python twin as it came. */
+/* obj.<names[name]>(*args, **kwnames), the keyword values after args as in
+ * a vectorcall: the Python methods this path hands over to, and a call
+ * handed to a Python twin as it came. */
 static PyObject *
-call_twin(speedups_state *state, PyObject *self, int name, PyObject *const *args,
-          Py_ssize_t nargs, PyObject *kwnames)
+call_method(speedups_state *state, PyObject *obj, int name, PyObject *const *args,
+            Py_ssize_t nargs, PyObject *kwnames)
 {
     Py_ssize_t total = nargs + (kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0);
     PyObject *small[8];
@@ -94,11 +80,12 @@ call_twin(speedups_state *state, PyObject *self, int name, PyObject *const *args
     if (stack == NULL) {
         return PyErr_NoMemory();
     }
-    stack[0] = self;
+    stack[0] = obj;
     if (total > 0) {
         memcpy(stack + 1, args, (size_t)total * sizeof(PyObject *));
     }
-    r = PyObject_VectorcallMethod(state->names[name], stack, (size_t)nargs + 1, kwnames);
+    r = PyObject_VectorcallMethod(state->names[name], stack,
+                                  ((size_t)nargs + 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
     if (stack != small) {
         PyMem_Free(stack);
     }
@@ -148,11 +135,11 @@ put(speedups_state *state, ConnectionBaseObject *self, PyObject *item)
         if (!queued) {
             int done;
             self->waiter = Py_NewRef(Py_None); /* we hold the waiter's reference */
-            r = call_method(state, waiter, NAME_DONE, NULL, 0);
+            r = call_method(state, waiter, NAME_DONE, NULL, 0, NULL);
             done = r == NULL ? -1 : PyObject_IsTrue(r);
             Py_XDECREF(r);
             if (done == 0) {
-                r = call_method(state, waiter, NAME_SET_RESULT, &item, 1);
+                r = call_method(state, waiter, NAME_SET_RESULT, &item, 1, NULL);
                 Py_DECREF(waiter);
                 Py_XDECREF(r);
                 return r == NULL ? -1 : 0;
@@ -164,7 +151,7 @@ put(speedups_state *state, ConnectionBaseObject *self, PyObject *item)
             /* A cancelled recv(): the message is queued (below). */
         }
     }
-    r = call_method(state, (PyObject *)self, NAME_PUT, &item, 1);
+    r = call_method(state, (PyObject *)self, NAME_PUT, &item, 1, NULL);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
 }
@@ -200,7 +187,7 @@ handle_events(speedups_state *state, ConnectionBaseObject *self, PyObject *core)
 
     if (events == NULL || !PyList_CheckExact(events) ||
             SLOT(state, core, CORE_PENDING_CLOSE) != Py_None) {
-        return call_method(state, (PyObject *)self, NAME_HANDLE_EVENTS, &core, 1);
+        return call_method(state, (PyObject *)self, NAME_HANDLE_EVENTS, &core, 1, NULL);
     }
     count = PyList_GET_SIZE(events);
     if (count > 0) {
@@ -208,7 +195,7 @@ handle_events(speedups_state *state, ConnectionBaseObject *self, PyObject *core)
             PyObject *item = PyList_GET_ITEM(events, i);
             if (!PyUnicode_CheckExact(item) && !PyBytes_CheckExact(item)) {
                 /* a control frame, a fragment, a close: the Python path */
-                return call_method(state, (PyObject *)self, NAME_HANDLE_EVENTS, &core, 1);
+                return call_method(state, (PyObject *)self, NAME_HANDLE_EVENTS, &core, 1, NULL);
             }
         }
         /* The batch is ours from here on: the Python path gives the core a
@@ -243,7 +230,7 @@ handle_events(speedups_state *state, ConnectionBaseObject *self, PyObject *core)
                     goto fail;
                 }
                 PyObject *exc = fetch_exception();
-                r = call_method(state, (PyObject *)self, NAME_HANDLER_FAILED, &exc, 1);
+                r = call_method(state, (PyObject *)self, NAME_HANDLER_FAILED, &exc, 1, NULL);
                 Py_XDECREF(exc);
                 if (r == NULL) {
                     goto fail;
@@ -267,7 +254,7 @@ handle_events(speedups_state *state, ConnectionBaseObject *self, PyObject *core)
             (out != NULL && (PyList_CheckExact(out) ? PyList_GET_SIZE(out) > 0
                                                     : PyObject_IsTrue(out) != 0))) {
         PyObject *args[2] = {core, queued ? Py_True : Py_False};
-        return call_method(state, (PyObject *)self, NAME_AFTER_EVENTS, args, 2);
+        return call_method(state, (PyObject *)self, NAME_AFTER_EVENTS, args, 2, NULL);
     }
     Py_RETURN_NONE;
 
@@ -310,7 +297,7 @@ conn_get_buffer(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const *
             }
         }
     }
-    return call_twin(state, (PyObject *)self, NAME_PY_GET_BUFFER, args, nargs, kwnames);
+    return call_method(state, (PyObject *)self, NAME_PY_GET_BUFFER, args, nargs, kwnames);
 }
 
 PyDoc_STRVAR(buffer_updated_doc,
@@ -380,7 +367,7 @@ fast_buffer_updated(speedups_state *state, ConnectionBaseObject *self, PyObject 
         if (pos_obj != NULL && (frames != NULL || (frames = PyList_New(0)) != NULL)) {
             PyObject *args[5] = {self->scratch, nbytes, frames, pos_obj,
                                  error != NULL ? error : Py_None};
-            r = call_method(state, core, NAME_AFTER_SCAN, args, 5);
+            r = call_method(state, core, NAME_AFTER_SCAN, args, 5, NULL);
         }
         Py_XDECREF(pos_obj);
         Py_XDECREF(frames);
@@ -439,7 +426,7 @@ fast_sink_updated(speedups_state *state, ConnectionBaseObject *self, PyObject *c
         *result = Py_NewRef(Py_None);
         goto done;
     }
-    r = call_method(state, core, NAME_SINK_PROGRESS, NULL, 0);
+    r = call_method(state, core, NAME_SINK_PROGRESS, NULL, 0, NULL);
     if (r == NULL) {
         *result = NULL;
         goto done;
@@ -464,7 +451,7 @@ conn_buffer_updated(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *con
                         : fast_buffer_updated(state, self, core, args[0], &result))) {
         return result;
     }
-    return call_twin(state, (PyObject *)self, NAME_PY_BUFFER_UPDATED, args, nargs, kwnames);
+    return call_method(state, (PyObject *)self, NAME_PY_BUFFER_UPDATED, args, nargs, kwnames);
 }
 
 PyDoc_STRVAR(send_nowait_doc,
@@ -544,7 +531,7 @@ conn_send_nowait(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const 
         return NULL;
     }
     Py_INCREF(transport);
-    r = call_method(state, transport, NAME_WRITE, &frame, 1);
+    r = call_method(state, transport, NAME_WRITE, &frame, 1, NULL);
     Py_DECREF(transport);
     Py_DECREF(frame);
     if (r == NULL) {
@@ -554,7 +541,7 @@ conn_send_nowait(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const 
     Py_RETURN_NONE;
 
 python:
-    return call_twin(state, (PyObject *)self, NAME_PY_SEND_NOWAIT, args, nargs, kwnames);
+    return call_method(state, (PyObject *)self, NAME_PY_SEND_NOWAIT, args, nargs, kwnames);
 }
 
 /* ------------------------------------------------------------------------
