@@ -539,7 +539,7 @@ class Connection:
         if self.state is not _OPEN or self.close_sent is not None or self._send_op >= 0:
             self._check_open()
             raise InvalidState("cannot send a message while a fragmented message is in progress")
-        if type(message) is str or isinstance(message, str):
+        if isinstance(message, str):
             payload = message.encode()
             first = 0x81
         else:
