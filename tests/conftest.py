@@ -1,4 +1,5 @@
-"""Shared fixtures: a self-signed TLS certificate, and loopback echo servers."""
+"""Shared fixtures: a self-signed TLS certificate, loopback echo servers, and
+a transport that records what a connection writes."""
 
 from __future__ import annotations
 
@@ -67,3 +68,35 @@ async def echo_server() -> AsyncIterator[tether.Server]:
     """A tether echo server on a free loopback port."""
     async with tether.serve(echo_handler, "127.0.0.1", 0) as server:
         yield server
+
+
+class RecordingTransport:
+    """Stands in for an asyncio transport: records what is written (and
+    ``<eof>`` for write_eof), so a test can drive a Connection by hand."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.written.append(b"".join(data))
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.written.append(b"<eof>")

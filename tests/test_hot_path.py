@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from conftest import RecordingTransport
 from tether.aio import connection as aio_connection
 from tether.aio.connection import Connection
 from tether.aio.options import make_options
@@ -23,42 +24,13 @@ from tether.protocol.deflate import DeflateOptions, DeflateParams, PerMessageDef
 from tether.protocol.frames import apply_mask, build_frame
 
 
-class Transport:
-    """Records what the connection writes."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(bytes(data))
-
-    def writelines(self, data: list[bytes]) -> None:
-        self.written.append(b"".join(data))
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        self.written.append(b"<eof>")
-
-
-def open_connection(core: Core | None = None, **options: Any) -> tuple[Connection, Transport]:
+def open_connection(
+    core: Core | None = None, **options: Any
+) -> tuple[Connection, RecordingTransport]:
     """A server-side connection (or one around ``core``) past its handshake."""
     options.setdefault("compression", None)
     ws = Connection(make_options(ping_interval=None, close_timeout=None, **options), False)
-    transport = Transport()
+    transport = RecordingTransport()
     ws.connection_made(transport)  # type: ignore[arg-type]
     ws._open(core if core is not None else Core(Side.SERVER), b"")
     return ws, transport
@@ -260,7 +232,7 @@ async def test_a_client_masks_with_fresh_keys_or_its_mask_source() -> None:
 
 async def test_send_nowait_refuses_before_the_handshake_and_after_the_close() -> None:
     ws = Connection(make_options(ping_interval=None, close_timeout=None), False)
-    ws.connection_made(Transport())  # type: ignore[arg-type]
+    ws.connection_made(RecordingTransport())  # type: ignore[arg-type]
     with pytest.raises(InvalidState, match="handshake"):
         ws.send_nowait("early")
     ws, transport = open_connection()

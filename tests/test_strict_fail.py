@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from conftest import RecordingTransport
 from tether.aio.connection import Connection
 from tether.aio.options import make_options
 from tether.protocol.connection import Connection as Core
@@ -14,38 +15,9 @@ from tether.protocol.connection import Side
 from tether.protocol.frames import build_frame
 
 
-class FakeTransport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(bytes(data))
-
-    def writelines(self, data: list[bytes]) -> None:
-        self.written.append(b"".join(data))
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        self.written.append(b"<eof>")
-
-
 async def test_reply_to_an_earlier_read_goes_before_the_close_frame() -> None:
     ws = Connection(make_options(compression=None, ping_interval=None, close_timeout=None), False)
-    transport = FakeTransport()
+    transport = RecordingTransport()
     ws.connection_made(transport)  # type: ignore[arg-type]
     ws._open(Core(Side.SERVER), b"")
     ws.data_received(build_frame(0x81, b"Hello, world!", b"abcd"))  # nobody in recv() yet
