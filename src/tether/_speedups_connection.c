@@ -357,8 +357,7 @@ fast_buffer_updated(speedups_state *state, ConnectionBaseObject *self, PyObject 
     PyBuffer_Release(&view);
     if (rc < 0) {
         *result = NULL;
-        Py_DECREF(core);
-        return 1;
+        goto done;
     }
     if (frames != NULL || error != NULL || pos != n) {
         /* Frames for the state machine, an error, or a partial frame. */
@@ -374,12 +373,12 @@ fast_buffer_updated(speedups_state *state, ConnectionBaseObject *self, PyObject 
         Py_XDECREF(error);
         if (r == NULL) {
             *result = NULL;
-            Py_DECREF(core);
-            return 1;
+            goto done;
         }
         Py_DECREF(r);
     }
     *result = handle_events(state, self, core);
+done:
     Py_DECREF(core);
     return 1;
 }
@@ -395,7 +394,6 @@ fast_sink_updated(speedups_state *state, ConnectionBaseObject *self, PyObject *c
     PyObject *sink = SLOT(state, core, CORE_SINK);
     PyObject *b0 = SLOT(state, core, CORE_SINK_B0);
     PyObject *msg_op = SLOT(state, core, CORE_MSG_OP);
-    PyObject *out = SLOT(state, core, CORE_OUT);
     PyObject *r;
     long opcode, message_op;
 
@@ -418,20 +416,17 @@ fast_sink_updated(speedups_state *state, ConnectionBaseObject *self, PyObject *c
         goto done;
     }
     /* Core._sink_progress: partial text is validated as it arrives, and a
-     * complete payload becomes a frame; only the Python path does either. */
-    if (tether_sink_remaining(sink) > 0 &&
-            !((opcode == 0 || opcode == 1) && (message_op == -1 || message_op == 1)) &&
-            SLOT(state, core, CORE_PENDING_CLOSE) == Py_None && out != NULL &&
-            PyList_CheckExact(out) && PyList_GET_SIZE(out) == 0) {
-        *result = Py_NewRef(Py_None);
-        goto done;
+     * complete payload becomes a frame; only the Python path does either
+     * (for an incomplete binary payload it has nothing to do). */
+    if (tether_sink_remaining(sink) == 0 ||
+            ((opcode == 0 || opcode == 1) && (message_op == -1 || message_op == 1))) {
+        r = call_method(state, core, NAME_SINK_PROGRESS, NULL, 0, NULL);
+        if (r == NULL) {
+            *result = NULL;
+            goto done;
+        }
+        Py_DECREF(r);
     }
-    r = call_method(state, core, NAME_SINK_PROGRESS, NULL, 0, NULL);
-    if (r == NULL) {
-        *result = NULL;
-        goto done;
-    }
-    Py_DECREF(r);
     *result = handle_events(state, self, core);
 done:
     Py_DECREF(sink);
