@@ -61,7 +61,11 @@ if sys.implementation.name == "cpython":
     ext_modules.append(
         Extension(
             "tether._speedups",
-            sources=["src/tether/_speedups.c", "src/tether/_speedups_connection.c"],
+            sources=[
+                "src/tether/_speedups.c",
+                "src/tether/_speedups_connection.c",
+                "src/tether/_speedups_waiter.c",
+            ],
             depends=["src/tether/_speedups.h"],
             optional=True,
         )

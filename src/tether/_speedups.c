@@ -1391,6 +1391,9 @@ speedups_exec(PyObject *module)
             [NAME_WRITE] = "write",
             [NAME_DONE] = "done",
             [NAME_SET_RESULT] = "set_result",
+            [NAME_WAKE] = "wake",
+            [NAME_CALL_SOON] = "call_soon",
+            [NAME_CALL_EXCEPTION_HANDLER] = "call_exception_handler",
         };
         for (i = 0; i < NAME_COUNT; i++) {
             state->names[i] = PyUnicode_InternFromString(method_names[i]);
@@ -1399,7 +1402,7 @@ speedups_exec(PyObject *module)
             }
         }
     }
-    if (tether_add_connection_base(module) < 0) {
+    if (tether_add_connection_base(module) < 0 || tether_add_waiter(module, state) < 0) {
         return -1;
     }
     return PyModule_AddIntConstant(module, "NOGIL_THRESHOLD",
@@ -1420,6 +1423,10 @@ speedups_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->core_type);
     Py_VISIT(state->open_state);
     Py_VISIT(state->sink_type);
+    Py_VISIT(state->waiter_type);
+    Py_VISIT(state->kw_context);
+    Py_VISIT(state->task_type);
+    Py_VISIT(state->current_task);
     return 0;
 }
 
@@ -1440,6 +1447,10 @@ speedups_clear(PyObject *module)
     Py_CLEAR(state->core_type);
     Py_CLEAR(state->open_state);
     Py_CLEAR(state->sink_type);
+    Py_CLEAR(state->waiter_type);
+    Py_CLEAR(state->kw_context);
+    Py_CLEAR(state->task_type);
+    Py_CLEAR(state->current_task);
     return 0;
 }
 

@@ -4,6 +4,7 @@
  *                           keys, the module itself
  *   _speedups_connection.c  ConnectionBase: the per-message path of
  *                           tether.aio.Connection
+ *   _speedups_waiter.c      Waiter: the future that recv() waits on
  */
 
 #ifndef TETHER_SPEEDUPS_H
@@ -54,6 +55,9 @@ enum method_name {
     NAME_WRITE,
     NAME_DONE,
     NAME_SET_RESULT,
+    NAME_WAKE,
+    NAME_CALL_SOON,
+    NAME_CALL_EXCEPTION_HANDLER,
     NAME_COUNT
 };
 
@@ -73,6 +77,12 @@ typedef struct {
     Py_ssize_t core_offsets[CORE_NSLOTS];
     PyObject *names[NAME_COUNT];
     PyTypeObject *sink_type; /* PayloadSink */
+    PyTypeObject *waiter_type; /* Waiter */
+    PyObject *kw_context;      /* ("context",): call_soon's keyword */
+    /* asyncio.Task, and asyncio.tasks._current_tasks (or current_task),
+     * once a Waiter first wakes */
+    PyObject *task_type;
+    PyObject *current_task;
 } speedups_state;
 
 /* Scan buf[pos:end] as scan_frames() does (max_frame and max_overflow:
@@ -111,5 +121,17 @@ PyObject *tether_bind_core(PyObject *module, PyObject *const *args, Py_ssize_t n
 
 /* Add ConnectionBase to the module (from its exec slot). */
 int tether_add_connection_base(PyObject *module);
+
+/* Add Waiter to the module (from its exec slot). */
+int tether_add_waiter(PyObject *module, speedups_state *state);
+
+/* Whether obj is a Waiter (exactly). */
+int tether_is_waiter(speedups_state *state, PyObject *obj);
+
+/* Waiter.resolve(result): 1 if it completed the waiter, 0 if it was done. */
+int tether_waiter_resolve(PyObject *waiter, PyObject *result);
+
+/* Waiter.wake(): 0, or -1 with an exception. */
+int tether_waiter_wake(speedups_state *state, PyObject *waiter);
 
 #endif /* TETHER_SPEEDUPS_H */

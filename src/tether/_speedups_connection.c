@@ -42,7 +42,9 @@ typedef struct {
     PyObject *scratch;         /* the thread's read buffer (a memoryview) */
     PyObject *waiter;          /* the future recv() waits on */
     PyObject *queue;           /* messages not read yet (a deque), or None */
+    PyObject *wake;            /* a waiter this read completed, or None */
     char lent;                 /* get_buffer() lent the core's payload sink */
+    char reading;              /* a read is being handled */
 } ConnectionBaseObject;
 
 /* A slot of the core, borrowed; NULL if unset. Only for a core whose type is
@@ -121,7 +123,8 @@ fetch_exception(void)
 }
 
 /* Connection._put(item), with its common case inline: a coroutine waits in
- * recv() and nothing is queued before it. */
+ * recv() and nothing is queued before it. Only called while a read is
+ * handled (self->reading): the waiter is woken as the read ends. */
 static int
 put(speedups_state *state, ConnectionBaseObject *self, PyObject *item)
 {
@@ -132,7 +135,15 @@ put(speedups_state *state, ConnectionBaseObject *self, PyObject *item)
         if (queued < 0) {
             return -1;
         }
-        if (!queued) {
+        if (!queued && tether_is_waiter(state, waiter) && self->reading && is_none(self->wake)) {
+            self->waiter = Py_NewRef(Py_None);
+            if (tether_waiter_resolve(waiter, item)) {
+                Py_XSETREF(self->wake, waiter); /* the waiter's reference moves */
+                return 0;
+            }
+            Py_DECREF(waiter); /* a cancelled recv(): the message is queued (below) */
+        }
+        else if (!queued) {
             int done;
             self->waiter = Py_NewRef(Py_None); /* we hold the waiter's reference */
             r = call_method(state, waiter, NAME_DONE, NULL, 0, NULL);
@@ -434,6 +445,46 @@ done:
     return 1;
 }
 
+/* Connection._end_read: the read is handled; wake the task whose recv() it
+ * completed. Takes result (None, or NULL with an exception raised) and
+ * returns what buffer_updated returns: an exception from the wake-up
+ * replaces an earlier one, as in a finally clause. */
+static PyObject *
+end_read(speedups_state *state, ConnectionBaseObject *self, PyObject *result)
+{
+    PyObject *waiter = self->wake;
+    PyObject *type = NULL, *value = NULL, *tb = NULL;
+    int rc;
+    self->reading = 0;
+    if (is_none(waiter)) {
+        return result;
+    }
+    self->wake = Py_NewRef(Py_None); /* the waiter's reference is ours */
+    if (result == NULL) {
+        PyErr_Fetch(&type, &value, &tb);
+    }
+    if (tether_is_waiter(state, waiter)) {
+        rc = tether_waiter_wake(state, waiter);
+    }
+    else {
+        PyObject *r = call_method(state, waiter, NAME_WAKE, NULL, 0, NULL);
+        rc = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(waiter);
+    if (rc < 0) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        Py_XDECREF(result);
+        return NULL;
+    }
+    if (result == NULL) {
+        PyErr_Restore(type, value, tb);
+    }
+    return result;
+}
+
 static PyObject *
 conn_buffer_updated(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const *args,
                     Py_ssize_t nargs, PyObject *kwnames)
@@ -441,10 +492,15 @@ conn_buffer_updated(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *con
     speedups_state *state = PyType_GetModuleState(cls);
     PyObject *core = bound_core(state, self);
     PyObject *result;
-    if (nargs == 1 && kwnames == NULL && core != NULL &&
-            (self->lent ? fast_sink_updated(state, self, core, args[0], &result)
-                        : fast_buffer_updated(state, self, core, args[0], &result))) {
-        return result;
+    if (nargs == 1 && kwnames == NULL && core != NULL) {
+        int ran;
+        self->reading = 1;
+        ran = self->lent ? fast_sink_updated(state, self, core, args[0], &result)
+                         : fast_buffer_updated(state, self, core, args[0], &result);
+        if (ran) {
+            return end_read(state, self, result);
+        }
+        self->reading = 0; /* the Python twin sets it again */
     }
     return call_method(state, (PyObject *)self, NAME_PY_BUFFER_UPDATED, args, nargs, kwnames);
 }
@@ -615,6 +671,7 @@ conn_traverse(ConnectionBaseObject *self, visitproc visit, void *arg)
     Py_VISIT(self->scratch);
     Py_VISIT(self->waiter);
     Py_VISIT(self->queue);
+    Py_VISIT(self->wake);
     return 0;
 }
 
@@ -627,6 +684,7 @@ conn_clear(ConnectionBaseObject *self)
     Py_CLEAR(self->scratch);
     Py_CLEAR(self->waiter);
     Py_CLEAR(self->queue);
+    Py_CLEAR(self->wake);
     return 0;
 }
 
@@ -660,7 +718,9 @@ static PyMemberDef conn_members[] = {
     CONN_FIELD("_scratch", scratch, NULL),
     CONN_FIELD("_waiter", waiter, NULL),
     CONN_FIELD("_queue", queue, NULL),
+    CONN_FIELD("_wake", wake, NULL),
     {"_lent", T_BOOL, offsetof(ConnectionBaseObject, lent), 0, NULL},
+    {"_reading", T_BOOL, offsetof(ConnectionBaseObject, reading), 0, NULL},
     {NULL, 0, 0, 0, NULL}
 };
 

@@ -28,6 +28,7 @@ import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+from tether.aio.waiter import Waiter
 from tether.exceptions import (
     ConcurrencyError,
     ConnectionClosed,
@@ -83,7 +84,17 @@ def _scratch_buffer() -> memoryview:
 
 
 #: The fields that the per-message path reads, and where they live.
-_HOT_FIELDS = ("core", "transport", "_message_handler", "_scratch", "_lent", "_waiter", "_queue")
+_HOT_FIELDS = (
+    "core",
+    "transport",
+    "_message_handler",
+    "_scratch",
+    "_lent",
+    "_waiter",
+    "_queue",
+    "_reading",
+    "_wake",
+)
 
 if TYPE_CHECKING:
     from tether._speedups import ConnectionBase as _Base
@@ -158,7 +169,11 @@ class Connection(_Base, asyncio.BufferedProtocol):
         # Created on the first queued message: a connection whose messages go
         # to a message handler never needs one (about 600 bytes saved).
         self._queue: collections.deque[Any] | None = None
-        self._waiter: asyncio.Future[Any] | None = None
+        self._waiter: Waiter | None = None
+        # While a read is handled, a recv() waiter completed by it is kept
+        # here and woken as the read ends (see tether.aio.waiter).
+        self._reading = False
+        self._wake: Waiter | None = None
         self._message_handler: MessageHandler | None = None
         self._paused_reading = False
         self._scratch = _scratch_buffer()
@@ -256,12 +271,16 @@ class Connection(_Base, asyncio.BufferedProtocol):
         if core is None:
             self._handshake_data(bytes(self._scratch[:nbytes]))
             return
-        if self._lent:
-            self._lent = False
-            core.receive_into(nbytes)
-        else:
-            core.receive_data(self._scratch, nbytes)
-        self._handle_events(core)
+        self._reading = True
+        try:
+            if self._lent:
+                self._lent = False
+                core.receive_into(nbytes)
+            else:
+                core.receive_data(self._scratch, nbytes)
+            self._handle_events(core)
+        finally:
+            self._end_read()
 
     if not COMPILED:
         get_buffer = _py_get_buffer
@@ -272,8 +291,21 @@ class Connection(_Base, asyncio.BufferedProtocol):
         if core is None:
             self._handshake_data(bytes(data))
             return
-        core.receive_data(data)
-        self._handle_events(core)
+        self._reading = True
+        try:
+            core.receive_data(data)
+            self._handle_events(core)
+        finally:
+            self._end_read()
+
+    def _end_read(self) -> None:
+        """A read is handled: wake the task whose recv() it completed, now
+        (in this callback) rather than on the loop's next turn."""
+        self._reading = False
+        waiter = self._wake
+        if waiter is not None:
+            self._wake = None
+            waiter.wake()
 
     def _handle_events(self, core: Core) -> None:
         """Deliver what the core parsed; send what it queued."""
@@ -446,7 +478,11 @@ class Connection(_Base, asyncio.BufferedProtocol):
         if waiter is not None and not self._queue:
             self._waiter = None
             if not waiter.done():
-                waiter.set_result(item)
+                if self._reading:
+                    waiter.resolve(item)
+                    self._wake = waiter  # woken by _end_read
+                else:
+                    waiter.set_result(item)
                 return
         queue = self._queue
         if queue is None:
@@ -563,7 +599,7 @@ class Connection(_Base, asyncio.BufferedProtocol):
             raise ConcurrencyError("another coroutine is already waiting for the next message")
         if self._message_handler is not None:
             raise InvalidState("messages go to the message handler; recv() gets none")
-        waiter = self._waiter = self._loop.create_future()
+        waiter = self._waiter = Waiter(self._loop)
         try:
             return await waiter  # type: ignore[no-any-return]
         finally:
