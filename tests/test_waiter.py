@@ -266,6 +266,59 @@ async def test_an_exception_from_the_early_step_goes_to_the_loop_handler(make: A
         await task
 
 
+async def test_on_a_loop_other_than_asyncio_s_wake_schedules(make: Any) -> None:
+    class OtherLoop:
+        """A loop that is not an asyncio.BaseEventLoop (uvloop's is not)."""
+
+        def __init__(self) -> None:
+            self.scheduled: list[Any] = []
+
+        def call_soon(self, fn: Any, *args: Any, context: Any = None) -> None:
+            self.scheduled.append((fn, args, context))
+
+    other = OtherLoop()
+    waiter = type(make())(other)
+    task = _Task(asyncio.sleep(0))
+    context = contextvars.copy_context()
+    waiter.add_done_callback(task.boom, context=context)
+
+    def read() -> None:
+        waiter.resolve(1)
+        waiter.wake()
+
+    await in_callback(read)
+    assert other.scheduled == [(task.boom, (waiter,), context)]
+    await task
+
+
+def test_on_uvloop_recv_is_woken_through_the_loop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[Any]:
+        ws, _ = open_connection()
+        log: list[Any] = []
+
+        async def receive() -> None:
+            log.append(await ws.recv())
+
+        task = asyncio.create_task(receive())
+        await asyncio.sleep(0)
+
+        def read() -> None:
+            feed(ws, frame(b"m"))
+            log.append("read returned")
+
+        await in_callback(read)
+        await task
+        return log
+
+    loop = uvloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(main()) == ["read returned", b"m"]
+    finally:
+        loop.close()
+
+
 async def test_it_is_a_future_to_asyncio(make: Any) -> None:
     waiter = make()
     assert asyncio.isfuture(waiter)

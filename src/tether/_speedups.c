@@ -1427,6 +1427,7 @@ speedups_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->kw_context);
     Py_VISIT(state->task_type);
     Py_VISIT(state->current_task);
+    Py_VISIT(state->base_loop_type);
     return 0;
 }
 
@@ -1451,6 +1452,7 @@ speedups_clear(PyObject *module)
     Py_CLEAR(state->kw_context);
     Py_CLEAR(state->task_type);
     Py_CLEAR(state->current_task);
+    Py_CLEAR(state->base_loop_type);
     return 0;
 }
 

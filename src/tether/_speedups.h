@@ -83,6 +83,7 @@ typedef struct {
      * once a Waiter first wakes */
     PyObject *task_type;
     PyObject *current_task;
+    PyObject *base_loop_type; /* asyncio.BaseEventLoop */
 } speedups_state;
 
 /* Scan buf[pos:end] as scan_frames() does (max_frame and max_overflow:

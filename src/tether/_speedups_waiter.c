@@ -5,9 +5,9 @@
  * future's set_result schedules the task's step with call_soon). A Waiter is
  * completed with resolve() while the connection handles a read, and woken
  * with wake() when the read is handled: the task's step runs there and then,
- * in the read's callback, when its wake-up is the only callback and no task
- * is running on the loop. Otherwise the callbacks go through call_soon, as
- * asyncio's future does. tether/aio/waiter.py says why; the two must behave
+ * in the read's callback, when its wake-up is the only callback, no task is
+ * running on the loop, and the loop is asyncio's own. Otherwise the
+ * callbacks go through call_soon, as asyncio's future does. tether/aio/waiter.py says why; the two must behave
  * alike (the test suite runs against both).
  *
  * What a task and asyncio ask of a future is here: get_loop,
@@ -109,10 +109,16 @@ load_asyncio(speedups_state *state)
     state->task_type = PyObject_GetAttrString(asyncio, "Task");
     state->current_task = tasks;
     Py_DECREF(asyncio);
+    asyncio = PyImport_ImportModule("asyncio.base_events");
+    state->base_loop_type =
+        asyncio != NULL ? PyObject_GetAttrString(asyncio, "BaseEventLoop") : NULL;
+    Py_XDECREF(asyncio);
     if (state->task_type == NULL || state->current_task == NULL ||
-            !PyType_Check(state->task_type)) {
+            state->base_loop_type == NULL || !PyType_Check(state->task_type) ||
+            !PyType_Check(state->base_loop_type)) {
         Py_CLEAR(state->task_type);
         Py_CLEAR(state->current_task);
+        Py_CLEAR(state->base_loop_type);
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_TypeError, "asyncio.Task is not a class");
         }
@@ -148,7 +154,8 @@ tether_waiter_wake(speedups_state *state, PyObject *obj)
     if (fn == NULL || (self->more != NULL && PyList_GET_SIZE(self->more) > 0)) {
         return schedule(state, self);
     }
-    if (load_asyncio(state) < 0 || !is_task_wakeup(state, fn)) {
+    if (load_asyncio(state) < 0 || !is_task_wakeup(state, fn) ||
+            !PyObject_TypeCheck(self->loop, (PyTypeObject *)state->base_loop_type)) {
         PyErr_Clear();
         return schedule(state, self);
     }
@@ -626,8 +633,8 @@ static PyMethodDef waiter_methods[] = {
     {"set_result", (PyCFunction)waiter_set_result, METH_O, NULL},
     {"set_exception", (PyCFunction)waiter_set_exception, METH_O, NULL},
     {"wake", (PyCFunction)waiter_wake, METH_NOARGS,
-     "Run the waiting task's step now if it is the only callback and no\n"
-     "task is running on the loop; otherwise schedule the callbacks."},
+     "Run the waiting task's step now if it is the only callback, no task\n"
+     "is running and the loop is asyncio's; otherwise schedule the callbacks."},
     {NULL, NULL, 0, NULL}
 };
 

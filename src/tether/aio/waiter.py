@@ -13,9 +13,13 @@ with :meth:`Waiter.resolve` while it handles a read, and calls
 :meth:`Waiter.wake` when the read is handled: the waiting task's step runs
 right there, inside the read's callback, provided that
 
-- the only callback is a task's wake-up (the task awaiting the waiter), and
+- the only callback is a task's wake-up (the task awaiting the waiter),
 - no other task is running on the loop (asyncio does not let a task step
-  inside another).
+  inside another), and
+- the loop is asyncio's own (a :class:`asyncio.BaseEventLoop`). uvloop runs
+  the callbacks that I/O made ready in the same iteration, without another
+  poll, so there is no turn to save; measured there, the early step was
+  slower (the benchmark's notes in the README).
 
 Otherwise the callbacks are scheduled with ``call_soon``, as asyncio's own
 future does. Everything else a task or asyncio asks of a future (``cancel``,
@@ -42,6 +46,7 @@ __all__ = ["PyWaiter", "Waiter"]
 _PENDING, _DONE, _CANCELLED = 0, 1, 2
 _current_task = asyncio.current_task
 _Task = asyncio.Task
+_BaseEventLoop = asyncio.BaseEventLoop
 
 Callback = Callable[[Any], object]
 
@@ -156,14 +161,15 @@ class PyWaiter:
         self._schedule()
 
     def wake(self) -> None:
-        """Run the waiting task's step now if it is the only callback and no
-        task is running on the loop; otherwise schedule the callbacks."""
+        """Run the waiting task's step now if it is the only callback, no task
+        is running and the loop is asyncio's; otherwise schedule the
+        callbacks."""
         callbacks = self._callbacks
-        if len(callbacks) != 1:
+        loop = self._loop
+        if len(callbacks) != 1 or not isinstance(loop, _BaseEventLoop):
             self._schedule()
             return
         fn, context = callbacks[0]
-        loop = self._loop
         if not isinstance(getattr(fn, "__self__", None), _Task) or _current_task(loop):
             self._schedule()
             return
