@@ -438,3 +438,21 @@ async def test_a_closed_connection_wakes_recv_with_the_close() -> None:
     ws.connection_lost(None)
     with pytest.raises(Exception, match="1000"):
         await task
+
+
+async def test_a_recv_that_times_out_loses_no_message() -> None:
+    ws, _ = open_connection()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await ws.recv()
+    await in_callback(lambda: feed(ws, frame(b"after")))
+    async with asyncio.timeout(1):
+        assert await ws.recv() == b"after"
+    # A recv() in a task of its own, raced against another with asyncio.wait.
+    receiving = asyncio.create_task(ws.recv())
+    other = asyncio.create_task(asyncio.sleep(10))
+    await asyncio.sleep(0)
+    await in_callback(lambda: feed(ws, frame(b"raced")))
+    done, _ = await asyncio.wait({receiving, other}, return_when=asyncio.FIRST_COMPLETED)
+    other.cancel()
+    assert done == {receiving} and receiving.result() == b"raced"
