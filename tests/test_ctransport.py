@@ -1599,6 +1599,50 @@ async def test_gathered_writes_past_a_full_kernel_buffer_wait_for_epollout() -> 
     await proto.wait_lost()
 
 
+def as_task(reply: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``reply`` run as a coroutine woken inside the read's callback runs
+    (tether.aio.waiter): with a task current on the loop."""
+
+    def run(t: Any) -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(asyncio.sleep(0))
+        asyncio.tasks._enter_task(loop, task)
+        try:
+            reply(t)
+        finally:
+            asyncio.tasks._leave_task(loop, task)
+
+    return run
+
+
+async def test_a_coroutine_woken_in_a_dispatch_of_one_connection_sends_at_once() -> None:
+    ours, peer = tcp_pair()
+    proto = Replier(as_task(lambda t: t.write(b"reply")))
+    t = make_transport(ours, proto)
+    await send(peer, b"go")
+    assert await read_exactly(peer, 5) == b"reply"
+    assert proto.size_inside == [0]  # not gathered: it went to the kernel at once
+    t.close()
+    await proto.wait_lost()
+    peer.close()
+
+
+async def test_coroutines_woken_in_a_dispatch_of_several_reply_together() -> None:
+    pairs = [tcp_pair() for _ in range(2)]
+    protos = [Replier(as_task(lambda t: t.write(b"reply"))) for _ in pairs]
+    ts = [make_transport(ours, proto) for (ours, _), proto in zip(pairs, protos, strict=True)]
+    for _, peer in pairs:
+        peer.send(b"go")  # both ready before the loop next polls: one batch
+    for _, peer in pairs:
+        assert await read_exactly(peer, 5) == b"reply"
+    assert [proto.size_inside for proto in protos] == [[5], [5]]  # gathered, sent with the batch
+    for t, proto in zip(ts, protos, strict=True):
+        t.close()
+        await proto.wait_lost()
+    for _, peer in pairs:
+        peer.close()
+
+
 async def test_a_coroutine_burst_goes_out_first_at_once_then_together() -> None:
     ours, peer = tcp_pair()
     proto = Proto()

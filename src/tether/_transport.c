@@ -76,6 +76,7 @@ typedef struct {
     Py_ssize_t registered; /* objects in the epoll set */
     Py_ssize_t attached;   /* open transports and listeners */
     void *solo;            /* the one registered object, when known (borrowed) */
+    int batch;             /* ready objects in the dispatch under way */
 } Poller;
 
 /* Common head of what a poller dispatches to. */
@@ -171,6 +172,34 @@ static PyObject *s_get_buffer, *s_buffer_updated, *s_data_received,
     *s_remove_reader, *s_call_exception_handler, *s_call_connection_lost,
     *s_resume_accepting;
 static PyObject *socket_socket; /* socket.socket */
+
+/* asyncio.tasks._current_tasks (the running task by loop), looked up on
+ * first use; Py_None where the interpreter has no such dict. */
+static PyObject *current_tasks;
+
+/* Whether a task is running on the loop: inside a dispatch, a coroutine that
+ * tether.aio.waiter woke as its read ended, not a protocol callback. */
+static int
+task_is_running(PyObject *loop)
+{
+    PyObject *task;
+    if (current_tasks == NULL) {
+        PyObject *tasks = PyImport_ImportModule("asyncio.tasks");
+        PyObject *found = tasks != NULL ? PyObject_GetAttrString(tasks, "_current_tasks") : NULL;
+        Py_XDECREF(tasks);
+        PyErr_Clear();
+        if (found == NULL || !PyDict_CheckExact(found)) {
+            Py_XDECREF(found);
+            found = Py_NewRef(Py_None);
+        }
+        current_tasks = found;
+    }
+    if (current_tasks == Py_None)
+        return 0;
+    task = PyDict_GetItemWithError(current_tasks, loop);
+    PyErr_Clear();
+    return task != NULL;
+}
 
 /* ------------------------------------------------------------------------
  * Poller
@@ -373,6 +402,7 @@ Poller_poll(Poller *self, PyObject *Py_UNUSED(ignored))
     }
     Py_INCREF(self);
     self->dispatching++;
+    self->batch = n;
     for (int i = 0; i < n; i++) {
         Pollable *obj = (Pollable *)events[i].data.ptr;
         if (!obj->in_poller)
@@ -1154,11 +1184,16 @@ Transport_write(Transport *t, PyObject *data)
     int idle = !has_pending(t);
     Poller *p = t->poller;
     if (len < CORK_WRITE_MAX && (idle || t->corked) &&
-        (p->dispatching || t->corked || t->write_turn == p->turn)) {
-        /* From a protocol callback: sent when the batch ends. From a
-         * coroutine that already sent in this turn of the loop (a burst of
-         * sends without a wait between them): sent at the loop's next turn,
-         * together. A first send goes out at once (below). */
+        ((p->dispatching && (p->batch > 1 || !task_is_running(p->loop))) || t->corked ||
+         t->write_turn == p->turn)) {
+        /* From a protocol callback: sent when the batch ends; so is the
+         * first send of a coroutine woken inside a batch of several
+         * connections (tether.aio.waiter), whose replies then leave
+         * together. From a coroutine that already sent in this turn of the
+         * loop (a burst of sends without a wait between them): sent at the
+         * loop's next turn, together. A first send goes out at once
+         * (below): a coroutine's outside a dispatch, or inside one that
+         * read a single connection. */
         int rc = transport_cork(t, data, buf, len);
         PyBuffer_Release(&view);
         if (rc < 0)

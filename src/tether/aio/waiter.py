@@ -18,8 +18,13 @@ right there, inside the read's callback, provided that
   inside another), and
 - the loop is asyncio's own (a :class:`asyncio.BaseEventLoop`). uvloop runs
   the callbacks that I/O made ready in the same iteration, without another
-  poll, so there is no turn to save; measured there, the early step was
-  slower (the benchmark's notes in the README).
+  poll, so there is no turn to save; measured there, the early step cost
+  as much or more (the README's uvloop notes).
+
+A task stepped early writes from inside the transport's read callback:
+tether's compiled transport sends its first write at once when that read
+was of one connection, and gathers the replies of a read of several, to
+send them together when the read ends (tether/_transport.c).
 
 Otherwise the callbacks are scheduled with ``call_soon``, as asyncio's own
 future does. Everything else a task or asyncio asks of a future (``cancel``,
