@@ -306,6 +306,22 @@ bind_args(const char *fname, const char *const *names, Py_ssize_t nparams,
     return 0;
 }
 
+/* Shared with _speedups_connection.c and _speedups_waiter.c: see
+ * _speedups.h. */
+PyObject *
+tether_fetch_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
 /* Copy a 4-byte masking key out of any bytes-like object. */
 int
 tether_get_mask(PyObject *obj, uint8_t out[4])

@@ -120,6 +120,10 @@ Py_ssize_t tether_sink_remaining(PyObject *sink);
 /* bind_core(core_type, open_state): see _speedups_connection.c. */
 PyObject *tether_bind_core(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* The raised exception as one object (its traceback attached), cleared; a
+ * new reference. */
+PyObject *tether_fetch_exception(void);
+
 /* Add ConnectionBase to the module (from its exec slot). */
 int tether_add_connection_base(PyObject *module);
 

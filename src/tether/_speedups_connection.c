@@ -107,21 +107,6 @@ is_negative_int(PyObject *obj)
     return overflow < 0 || (overflow == 0 && value < 0);
 }
 
-/* The raised exception as one object (with its traceback), cleared. */
-static PyObject *
-fetch_exception(void)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL) {
-        PyException_SetTraceback(value, tb);
-    }
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-}
-
 /* Connection._put(item), with its common case inline: a coroutine waits in
  * recv() and nothing is queued before it. Only called while a read is
  * handled (self->reading): the waiter is woken as the read ends. */
@@ -240,7 +225,7 @@ handle_events(speedups_state *state, ConnectionBaseObject *self, PyObject *core)
                 if (!PyErr_ExceptionMatches(PyExc_Exception)) {
                     goto fail;
                 }
-                PyObject *exc = fetch_exception();
+                PyObject *exc = tether_fetch_exception();
                 r = call_method(state, (PyObject *)self, NAME_HANDLER_FAILED, &exc, 1, NULL);
                 Py_XDECREF(exc);
                 if (r == NULL) {

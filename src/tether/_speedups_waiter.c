@@ -191,12 +191,7 @@ tether_waiter_wake(speedups_state *state, PyObject *obj)
     else if (!PyErr_ExceptionMatches(PyExc_SystemExit) &&
              !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
         /* As asyncio.Handle._run: the loop's exception handler hears of it. */
-        PyObject *type, *value, *tb, *report = NULL, *message;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb != NULL) {
-            PyException_SetTraceback(value, tb);
-        }
+        PyObject *value = tether_fetch_exception(), *report = NULL, *message;
         message = PyUnicode_FromFormat("Exception in callback %R", fn);
         if (message != NULL) {
             report = Py_BuildValue("{sOsOsO}", "message", message, "exception", value, "future",
@@ -209,9 +204,7 @@ tether_waiter_wake(speedups_state *state, PyObject *obj)
                                           2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
             Py_DECREF(report);
         }
-        Py_XDECREF(type);
         Py_XDECREF(value);
-        Py_XDECREF(tb);
         Py_DECREF(fn);
         Py_DECREF(context);
         if (r == NULL) {
