@@ -1405,8 +1405,6 @@ speedups_exec(PyObject *module)
             [NAME_HANDLER_FAILED] = "_handler_failed",
             [NAME_RECEIVE_BUFFER] = "receive_buffer",
             [NAME_WRITE] = "write",
-            [NAME_DONE] = "done",
-            [NAME_SET_RESULT] = "set_result",
             [NAME_WAKE] = "wake",
             [NAME_CALL_SOON] = "call_soon",
             [NAME_CALL_EXCEPTION_HANDLER] = "call_exception_handler",

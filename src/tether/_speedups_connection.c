@@ -108,43 +108,26 @@ is_negative_int(PyObject *obj)
 }
 
 /* Connection._put(item), with its common case inline: a coroutine waits in
- * recv() and nothing is queued before it. Only called while a read is
- * handled (self->reading): the waiter is woken as the read ends. */
+ * recv() on a Waiter and nothing is queued before it. The waiter is resolved
+ * here and woken as the read ends (end_read): the C handle_events, the only
+ * caller, runs inside buffer_updated. Anything else goes to _put. */
 static int
 put(speedups_state *state, ConnectionBaseObject *self, PyObject *item)
 {
     PyObject *waiter = self->waiter;
     PyObject *r;
-    if (!is_none(waiter)) {
+    if (tether_is_waiter(state, waiter)) {
         int queued = is_none(self->queue) ? 0 : PyObject_IsTrue(self->queue);
         if (queued < 0) {
             return -1;
         }
-        if (!queued && tether_is_waiter(state, waiter) && self->reading && is_none(self->wake)) {
-            self->waiter = Py_NewRef(Py_None);
+        if (!queued) {
+            self->waiter = Py_NewRef(Py_None); /* the waiter's reference is ours */
             if (tether_waiter_resolve(waiter, item)) {
-                Py_XSETREF(self->wake, waiter); /* the waiter's reference moves */
+                Py_XSETREF(self->wake, waiter); /* the reference moves */
                 return 0;
             }
-            Py_DECREF(waiter); /* a cancelled recv(): the message is queued (below) */
-        }
-        else if (!queued) {
-            int done;
-            self->waiter = Py_NewRef(Py_None); /* we hold the waiter's reference */
-            r = call_method(state, waiter, NAME_DONE, NULL, 0, NULL);
-            done = r == NULL ? -1 : PyObject_IsTrue(r);
-            Py_XDECREF(r);
-            if (done == 0) {
-                r = call_method(state, waiter, NAME_SET_RESULT, &item, 1, NULL);
-                Py_DECREF(waiter);
-                Py_XDECREF(r);
-                return r == NULL ? -1 : 0;
-            }
-            Py_DECREF(waiter);
-            if (done < 0) {
-                return -1;
-            }
-            /* A cancelled recv(): the message is queued (below). */
+            Py_DECREF(waiter); /* a cancelled recv(): _put queues the message */
         }
     }
     r = call_method(state, (PyObject *)self, NAME_PUT, &item, 1, NULL);
