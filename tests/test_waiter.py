@@ -112,7 +112,7 @@ async def test_set_result_wakes_on_the_next_turn_as_asyncio_does(make: Any) -> N
     await in_callback(complete)
     await task
     assert log == ["set_result returned", ("resumed", b"\x00")]
-    with pytest.raises(asyncio.InvalidStateError):
+    with pytest.raises(asyncio.InvalidStateError, match="invalid state"):
         waiter.set_result(b"twice")
 
 
@@ -324,9 +324,9 @@ async def test_it_is_a_future_to_asyncio(make: Any) -> None:
     assert asyncio.isfuture(waiter)
     assert waiter.get_loop() is asyncio.get_running_loop()
     assert "pending" in repr(waiter)
-    with pytest.raises(asyncio.InvalidStateError):
+    with pytest.raises(asyncio.InvalidStateError, match="Result is not ready"):
         waiter.result()
-    with pytest.raises(asyncio.InvalidStateError):
+    with pytest.raises(asyncio.InvalidStateError, match="Exception is not set"):
         waiter.exception()
     assert waiter._asyncio_future_blocking is False
     waiter._asyncio_future_blocking = True

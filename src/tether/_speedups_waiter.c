@@ -234,32 +234,19 @@ tether_waiter_resolve(PyObject *obj, PyObject *result)
  * Methods
  */
 
+/* Raise asyncio.<name>(arg), or asyncio.<name>() when arg is NULL; returns
+ * NULL. */
 static PyObject *
-invalid_state(const char *message)
+raise_asyncio_error(const char *name, PyObject *arg)
 {
     PyObject *asyncio = PyImport_ImportModule("asyncio");
-    PyObject *cls = asyncio != NULL ? PyObject_GetAttrString(asyncio, "InvalidStateError") : NULL;
-    Py_XDECREF(asyncio);
-    if (cls != NULL) {
-        PyErr_SetString(cls, message);
-        Py_DECREF(cls);
-    }
-    return NULL;
-}
-
-/* Raise CancelledError(msg) (CancelledError() without a message). */
-static PyObject *
-raise_cancelled(WaiterObject *self)
-{
-    PyObject *asyncio = PyImport_ImportModule("asyncio");
-    PyObject *cls = asyncio != NULL ? PyObject_GetAttrString(asyncio, "CancelledError") : NULL;
+    PyObject *cls = asyncio != NULL ? PyObject_GetAttrString(asyncio, name) : NULL;
     PyObject *exc;
     Py_XDECREF(asyncio);
     if (cls == NULL) {
         return NULL;
     }
-    exc = self->cancel_msg != NULL ? PyObject_CallOneArg(cls, self->cancel_msg)
-                                   : PyObject_CallNoArgs(cls);
+    exc = arg != NULL ? PyObject_CallOneArg(cls, arg) : PyObject_CallNoArgs(cls);
     if (exc != NULL) {
         PyErr_SetObject(cls, exc);
         Py_DECREF(exc);
@@ -267,6 +254,20 @@ raise_cancelled(WaiterObject *self)
     Py_DECREF(cls);
     return NULL;
 }
+
+static PyObject *
+invalid_state(const char *message)
+{
+    PyObject *text = PyUnicode_FromString(message);
+    if (text != NULL) {
+        raise_asyncio_error("InvalidStateError", text);
+        Py_DECREF(text);
+    }
+    return NULL;
+}
+
+/* CancelledError(msg), or CancelledError() when cancel() had no message. */
+#define raise_cancelled(self) raise_asyncio_error("CancelledError", (self)->cancel_msg)
 
 /* The result (new reference), or NULL with the waiter's exception raised. */
 static PyObject *
