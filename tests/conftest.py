@@ -1,5 +1,6 @@
-"""Shared fixtures: a self-signed TLS certificate, loopback echo servers, and
-a transport that records what a connection writes."""
+"""Shared fixtures: a self-signed TLS certificate, loopback echo servers, a
+transport that records what a connection writes, and helpers that drive a
+connection over it by hand (open_connection, feed, masked)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ import pathlib
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 import tether
+from tether.aio.connection import Connection
+from tether.aio.options import make_options
+from tether.protocol.connection import Connection as Core
+from tether.protocol.connection import Side
+from tether.protocol.frames import build_frame
 
 
 @pytest.fixture(scope="session")
@@ -100,3 +107,32 @@ class RecordingTransport:
 
     def write_eof(self) -> None:
         self.written.append(b"<eof>")
+
+
+def open_connection(
+    core: Core | None = None, **options: Any
+) -> tuple[Connection, RecordingTransport]:
+    """A server-side connection (or one around ``core``) past its handshake,
+    writing to a RecordingTransport; no pings, no close timeout, and no
+    compression unless ``options`` say otherwise."""
+    options.setdefault("compression", None)
+    ws = Connection(make_options(ping_interval=None, close_timeout=None, **options), False)
+    transport = RecordingTransport()
+    ws.connection_made(transport)  # type: ignore[arg-type]
+    ws._open(core if core is not None else Core(Side.SERVER), b"")
+    return ws, transport
+
+
+def feed(ws: Connection, data: bytes) -> None:
+    """Read ``data`` the way a BufferedProtocol transport does."""
+    while data:
+        buf = ws.get_buffer(-1)
+        n = min(len(buf), len(data))
+        buf[:n] = data[:n]
+        ws.buffer_updated(n)
+        data = data[n:]
+
+
+def masked(first: int, payload: bytes) -> bytes:
+    """A frame as a client sends it: first byte ``first``, masked."""
+    return build_frame(first, payload, b"\x01\x02\x03\x04")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import RecordingTransport
+from conftest import RecordingTransport, feed, masked, open_connection
 from tether.aio import connection as aio_connection
 from tether.aio.connection import Connection
 from tether.aio.options import make_options
@@ -22,32 +22,6 @@ from tether.protocol.connection import Connection as Core
 from tether.protocol.connection import Side
 from tether.protocol.deflate import DeflateOptions, DeflateParams, PerMessageDeflate
 from tether.protocol.frames import apply_mask, build_frame
-
-
-def open_connection(
-    core: Core | None = None, **options: Any
-) -> tuple[Connection, RecordingTransport]:
-    """A server-side connection (or one around ``core``) past its handshake."""
-    options.setdefault("compression", None)
-    ws = Connection(make_options(ping_interval=None, close_timeout=None, **options), False)
-    transport = RecordingTransport()
-    ws.connection_made(transport)  # type: ignore[arg-type]
-    ws._open(core if core is not None else Core(Side.SERVER), b"")
-    return ws, transport
-
-
-def feed(ws: Connection, data: bytes) -> None:
-    """Read ``data`` the way a BufferedProtocol transport does."""
-    while data:
-        buf = ws.get_buffer(-1)
-        n = min(len(buf), len(data))
-        buf[:n] = data[:n]
-        ws.buffer_updated(n)
-        data = data[n:]
-
-
-def masked(first: int, payload: bytes) -> bytes:
-    return build_frame(first, payload, b"\x01\x02\x03\x04")
 
 
 def collect(ws: Connection) -> list[Any]:

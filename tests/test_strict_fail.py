@@ -7,19 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from conftest import RecordingTransport
-from tether.aio.connection import Connection
-from tether.aio.options import make_options
-from tether.protocol.connection import Connection as Core
-from tether.protocol.connection import Side
+from conftest import open_connection
 from tether.protocol.frames import build_frame
 
 
 async def test_reply_to_an_earlier_read_goes_before_the_close_frame() -> None:
-    ws = Connection(make_options(compression=None, ping_interval=None, close_timeout=None), False)
-    transport = RecordingTransport()
-    ws.connection_made(transport)  # type: ignore[arg-type]
-    ws._open(Core(Side.SERVER), b"")
+    ws, transport = open_connection()
     ws.data_received(build_frame(0x81, b"Hello, world!", b"abcd"))  # nobody in recv() yet
     ws.data_received(build_frame(0x8F, b"Hello, world!", b"abcd"))  # reserved opcode 15
     assert transport.written == []  # the close frame waits for the app

@@ -10,14 +10,10 @@ from typing import Any
 
 import pytest
 
-from conftest import RecordingTransport
+from conftest import feed, masked, open_connection
 from tether.aio import waiter as waiter_module
-from tether.aio.connection import Connection
-from tether.aio.options import make_options
 from tether.aio.waiter import PyWaiter
 from tether.protocol import accel
-from tether.protocol.connection import Connection as Core
-from tether.protocol.connection import Side
 from tether.protocol.frames import build_frame
 
 IMPLEMENTATIONS: list[Any] = [PyWaiter]
@@ -305,7 +301,7 @@ def test_on_uvloop_recv_is_woken_through_the_loop() -> None:
         await asyncio.sleep(0)
 
         def read() -> None:
-            feed(ws, frame(b"m"))
+            feed(ws, masked(0x82, b"m"))
             log.append("read returned")
 
         await in_callback(read)
@@ -364,24 +360,6 @@ async def test_wait_for_times_out_and_cancels_the_waiter(make: Any) -> None:
 # The connection wakes recv() in the read that completes it.
 
 
-def open_connection() -> tuple[Connection, RecordingTransport]:
-    ws = Connection(make_options(ping_interval=None, close_timeout=None, compression=None), False)
-    transport = RecordingTransport()
-    ws.connection_made(transport)  # type: ignore[arg-type]
-    ws._open(Core(Side.SERVER), b"")
-    return ws, transport
-
-
-def feed(ws: Connection, data: bytes) -> None:
-    buf = ws.get_buffer(-1)
-    buf[: len(data)] = data
-    ws.buffer_updated(len(data))
-
-
-def frame(payload: bytes) -> bytes:
-    return build_frame(0x82, payload, b"\x01\x02\x03\x04")
-
-
 async def test_recv_resumes_inside_the_read_and_its_reply_is_written_there() -> None:
     ws, transport = open_connection()
     log: list[Any] = []
@@ -399,11 +377,11 @@ async def test_recv_resumes_inside_the_read_and_its_reply_is_written_there() -> 
         feed(ws, data)
         log.append(len(transport.written))
 
-    await in_callback(lambda: read(frame(b"one")))
+    await in_callback(lambda: read(masked(0x82, b"one")))
     assert log == [b"one", 1]
     # Two messages in one read: the first wakes the task as the read ends, the
     # second was queued behind it and recv() takes it without waiting.
-    await in_callback(lambda: read(frame(b"two") + frame(b"three")))
+    await in_callback(lambda: read(masked(0x82, b"two") + masked(0x82, b"three")))
     assert log == [b"one", 1, b"two", b"three", 3]
     await task
     assert transport.written[1:] == [build_frame(0x82, b"two"), build_frame(0x82, b"three")]
@@ -413,7 +391,7 @@ async def test_a_read_inside_a_task_wakes_recv_on_the_next_turn() -> None:
     ws, _ = open_connection()
     task = asyncio.create_task(ws.recv())
     await asyncio.sleep(0)
-    feed(ws, frame(b"x"))  # from the test's task: the step cannot nest
+    feed(ws, masked(0x82, b"x"))  # from the test's task: the step cannot nest
     assert not task.done()
     assert await task == b"x"
 
@@ -425,7 +403,7 @@ async def test_a_cancelled_recv_leaves_the_message_queued() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await in_callback(lambda: feed(ws, frame(b"kept")))
+    await in_callback(lambda: feed(ws, masked(0x82, b"kept")))
     assert await ws.recv() == b"kept"
 
 
@@ -433,7 +411,7 @@ async def test_a_closed_connection_wakes_recv_with_the_close() -> None:
     ws, _ = open_connection()
     task = asyncio.create_task(ws.recv())
     await asyncio.sleep(0)
-    close = build_frame(0x88, b"\x03\xe8bye", b"\x01\x02\x03\x04")
+    close = masked(0x88, b"\x03\xe8bye")
     await in_callback(lambda: feed(ws, close))
     ws.connection_lost(None)
     with pytest.raises(Exception, match="1000"):
@@ -445,14 +423,14 @@ async def test_a_recv_that_times_out_loses_no_message() -> None:
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
             await ws.recv()
-    await in_callback(lambda: feed(ws, frame(b"after")))
+    await in_callback(lambda: feed(ws, masked(0x82, b"after")))
     async with asyncio.timeout(1):
         assert await ws.recv() == b"after"
     # A recv() in a task of its own, raced against another with asyncio.wait.
     receiving = asyncio.create_task(ws.recv())
     other = asyncio.create_task(asyncio.sleep(10))
     await asyncio.sleep(0)
-    await in_callback(lambda: feed(ws, frame(b"raced")))
+    await in_callback(lambda: feed(ws, masked(0x82, b"raced")))
     done, _ = await asyncio.wait({receiving, other}, return_when=asyncio.FIRST_COMPLETED)
     other.cancel()
     assert done == {receiving} and receiving.result() == b"raced"
