@@ -65,6 +65,7 @@ if sys.implementation.name == "cpython":
                 "src/tether/_speedups.c",
                 "src/tether/_speedups_connection.c",
                 "src/tether/_speedups_waiter.c",
+                "src/tether/_speedups_operation.c",
             ],
             depends=["src/tether/_speedups.h"],
             optional=True,

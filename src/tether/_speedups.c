@@ -322,6 +322,27 @@ tether_fetch_exception(void)
     return value;
 }
 
+PyObject *
+tether_iternext_result(PySendResult rc, PyObject *value)
+{
+    PyObject *stop;
+    if (rc != PYGEN_RETURN) {
+        return value; /* yielded, or NULL with an exception */
+    }
+    if (value == Py_None) {
+        Py_DECREF(value);
+        return NULL; /* StopIteration without a value */
+    }
+    /* StopIteration(value), built so that a tuple value stays whole */
+    stop = PyObject_CallOneArg(PyExc_StopIteration, value);
+    Py_DECREF(value);
+    if (stop != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, stop);
+        Py_DECREF(stop);
+    }
+    return NULL;
+}
+
 /* Copy a 4-byte masking key out of any bytes-like object. */
 int
 tether_get_mask(PyObject *obj, uint8_t out[4])
@@ -1408,6 +1429,12 @@ speedups_exec(PyObject *module)
             [NAME_WAKE] = "wake",
             [NAME_CALL_SOON] = "call_soon",
             [NAME_CALL_EXCEPTION_HANDLER] = "call_exception_handler",
+            [NAME_POP] = "_pop",
+            [NAME_PY_RECV] = "_py_recv",
+            [NAME_PY_SEND] = "_py_send",
+            [NAME_DRAIN] = "_drain",
+            [NAME_THROW] = "throw",
+            [NAME_CLOSE] = "close",
         };
         for (i = 0; i < NAME_COUNT; i++) {
             state->names[i] = PyUnicode_InternFromString(method_names[i]);
@@ -1416,7 +1443,8 @@ speedups_exec(PyObject *module)
             }
         }
     }
-    if (tether_add_connection_base(module) < 0 || tether_add_waiter(module, state) < 0) {
+    if (tether_add_connection_base(module) < 0 || tether_add_waiter(module, state) < 0 ||
+            tether_add_operation(module, state) < 0) {
         return -1;
     }
     return PyModule_AddIntConstant(module, "NOGIL_THRESHOLD",
@@ -1438,6 +1466,7 @@ speedups_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->open_state);
     Py_VISIT(state->sink_type);
     Py_VISIT(state->waiter_type);
+    Py_VISIT(state->operation_type);
     Py_VISIT(state->kw_context);
     Py_VISIT(state->task_type);
     Py_VISIT(state->current_task);
@@ -1463,6 +1492,7 @@ speedups_clear(PyObject *module)
     Py_CLEAR(state->open_state);
     Py_CLEAR(state->sink_type);
     Py_CLEAR(state->waiter_type);
+    Py_CLEAR(state->operation_type);
     Py_CLEAR(state->kw_context);
     Py_CLEAR(state->task_type);
     Py_CLEAR(state->current_task);

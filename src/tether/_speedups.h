@@ -5,6 +5,8 @@
  *   _speedups_connection.c  ConnectionBase: the per-message path of
  *                           tether.aio.Connection
  *   _speedups_waiter.c      Waiter: the future that recv() waits on
+ *   _speedups_operation.c   Operation: the awaitable that recv() and send()
+ *                           return
  */
 
 #ifndef TETHER_SPEEDUPS_H
@@ -56,6 +58,12 @@ enum method_name {
     NAME_WAKE,
     NAME_CALL_SOON,
     NAME_CALL_EXCEPTION_HANDLER,
+    NAME_POP,
+    NAME_PY_RECV,
+    NAME_PY_SEND,
+    NAME_DRAIN,
+    NAME_THROW,
+    NAME_CLOSE,
     NAME_COUNT
 };
 
@@ -76,6 +84,7 @@ typedef struct {
     PyObject *names[NAME_COUNT];
     PyTypeObject *sink_type; /* PayloadSink */
     PyTypeObject *waiter_type; /* Waiter */
+    PyTypeObject *operation_type; /* Operation */
     PyObject *kw_context;      /* ("context",): call_soon's keyword */
     /* asyncio.Task, and asyncio.tasks._current_tasks (or current_task),
      * once a Waiter first wakes */
@@ -136,5 +145,33 @@ int tether_waiter_resolve(PyObject *waiter, PyObject *result);
 
 /* Waiter.wake(): 0, or -1 with an exception. */
 int tether_waiter_wake(speedups_state *state, PyObject *waiter);
+
+/* A new pending Waiter on loop, or NULL. */
+PyObject *tether_waiter_new(speedups_state *state, PyObject *loop);
+
+/* Whether a Waiter is done (completed or cancelled). */
+int tether_waiter_done(PyObject *waiter);
+
+/* What tp_iternext returns for an am_send outcome: the yielded value, or
+ * NULL with StopIteration(value) raised (steals value), or NULL as it is. */
+PyObject *tether_iternext_result(PySendResult rc, PyObject *value);
+
+/* The first step of recv() and send(message) (_speedups_connection.c):
+ * *out is the result (START_DONE), the connection's new recv() waiter
+ * (START_WAIT: tether_recv_unlink it when done with it), or a Python
+ * coroutine to delegate to (START_DELEGATE); new references. START_ERROR
+ * with an exception raised. */
+enum { START_ERROR = -1, START_DONE, START_WAIT, START_DELEGATE };
+int tether_recv_start(speedups_state *state, PyObject *conn, PyObject **out);
+int tether_send_start(speedups_state *state, PyObject *conn, PyObject *message, PyObject **out);
+
+/* Forget waiter as the connection's recv() waiter, if it still is. */
+void tether_recv_unlink(PyObject *conn, PyObject *waiter);
+
+/* The awaitable of conn.recv() (message NULL) or conn.send(message). */
+PyObject *tether_operation_new(speedups_state *state, PyObject *conn, PyObject *message);
+
+/* Add Operation to the module (from its exec slot). */
+int tether_add_operation(PyObject *module, speedups_state *state);
 
 #endif /* TETHER_SPEEDUPS_H */

@@ -4,19 +4,21 @@ The compiled twins of :func:`tether.protocol.frames.apply_mask`,
 :func:`~tether.protocol.frames.build_frame`,
 :func:`~tether.protocol.frames.scan_frames` and
 :func:`~tether.protocol.frames.masking_key`; ``ConnectionBase``, the
-compiled per-message path of :class:`tether.aio.Connection`; and ``Waiter``,
-the twin of :class:`tether.aio.waiter.PyWaiter`.
+compiled per-message path of :class:`tether.aio.Connection`; ``Waiter``,
+the twin of :class:`tether.aio.waiter.PyWaiter`; and ``Operation``, what
+``recv()`` and ``send()`` return.
 """
 
 import asyncio
 import collections
 import contextvars
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from _typeshed import ReadableBuffer
 
 from tether.aio.waiter import PyWaiter
+from tether.exceptions import ConnectionClosed
 from tether.protocol.connection import Connection as Core
 
 NOGIL_THRESHOLD: int
@@ -55,9 +57,23 @@ class ConnectionBase:
     _lent: bool
     _reading: bool
     _wake: PyWaiter | None
+    _loop: asyncio.AbstractEventLoop
+    _closed_exc: ConnectionClosed | None
+    _send_lock: asyncio.Lock | None
+    _write_paused: bool
     def get_buffer(self, sizehint: int, /) -> memoryview: ...
     def buffer_updated(self, nbytes: int, /) -> None: ...
     def send_nowait(self, message: str | bytes, /) -> None: ...
+    def recv(self) -> Coroutine[Any, Any, Any]: ...
+    def send(self, message: Any, /) -> Coroutine[Any, Any, None]: ...
+
+class Operation(Coroutine[Any, Any, Any]):
+    __name__: str
+    __qualname__: str
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any: ...
+    def close(self) -> None: ...
+    def __await__(self) -> Generator[Any, None, Any]: ...
 
 class Waiter:
     _asyncio_future_blocking: bool

@@ -12,6 +12,9 @@
  *                          hands each whole message to the message handler,
  *                          or to the coroutine waiting in recv()
  *   send_nowait(message)   builds the frame and writes it
+ *   recv(), send(message)  awaitables without a Python frame
+ *                          (_speedups_operation.c) that start here:
+ *                          tether_recv_start and tether_send_start
  *
  * Only the common case runs here: an open connection, whole messages in
  * whole frames, no compression on the way out. Everything else (the opening
@@ -43,8 +46,12 @@ typedef struct {
     PyObject *waiter;          /* the future recv() waits on */
     PyObject *queue;           /* messages not read yet (a deque), or None */
     PyObject *wake;            /* a waiter this read completed, or None */
+    PyObject *loop;            /* the event loop */
+    PyObject *closed_exc;      /* the ConnectionClosed once closed, or None */
+    PyObject *send_lock;       /* asyncio.Lock of fragmented sends, or None */
     char lent;                 /* get_buffer() lent the core's payload sink */
     char reading;              /* a read is being handled */
+    char write_paused;         /* the transport asked to pause writing */
 } ConnectionBaseObject;
 
 /* A slot of the core, borrowed; NULL if unset. Only for a core whose type is
@@ -480,22 +487,20 @@ PyDoc_STRVAR(send_nowait_doc,
 "handlers, callbacks). The bytes are buffered without bound: check\n"
 ":attr:`buffered_amount`, or use ``await send()`` which waits.");
 
+/* send_nowait(message) for one positional argument: None, or NULL. */
 static PyObject *
-conn_send_nowait(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const *args,
-                 Py_ssize_t nargs, PyObject *kwnames)
+send_nowait(speedups_state *state, ConnectionBaseObject *self, PyObject *message)
 {
-    speedups_state *state = PyType_GetModuleState(cls);
     PyObject *core = bound_core(state, self);
     PyObject *transport = self->transport;
-    PyObject *message, *send_op, *masked, *frame, *r;
+    PyObject *send_op, *masked, *frame, *r;
     const char *data;
     Py_ssize_t n;
     uint8_t first, mask[4];
 
-    if (nargs != 1 || kwnames != NULL || core == NULL || is_none(transport)) {
+    if (core == NULL || is_none(transport)) {
         goto python;
     }
-    message = args[0];
     send_op = SLOT(state, core, CORE_SEND_OP);
     masked = SLOT(state, core, CORE_MASKED_OUT);
     /* Open, no close sent, no fragmented message in progress, no
@@ -560,7 +565,133 @@ conn_send_nowait(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const 
     Py_RETURN_NONE;
 
 python:
-    return call_method(state, (PyObject *)self, NAME_PY_SEND_NOWAIT, args, nargs, kwnames);
+    return call_method(state, (PyObject *)self, NAME_PY_SEND_NOWAIT, &message, 1, NULL);
+}
+
+static PyObject *
+conn_send_nowait(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const *args,
+                 Py_ssize_t nargs, PyObject *kwnames)
+{
+    speedups_state *state = PyType_GetModuleState(cls);
+    if (nargs != 1 || kwnames != NULL) {
+        return call_method(state, (PyObject *)self, NAME_PY_SEND_NOWAIT, args, nargs, kwnames);
+    }
+    return send_nowait(state, self, args[0]);
+}
+
+/* ------------------------------------------------------------------------
+ * recv() and send(message): the first step of their awaitables
+ */
+
+PyDoc_STRVAR(recv_doc,
+"recv($self, /)\n--\n\n"
+"The next message: a ``str`` for text, ``bytes`` for binary. Await it.\n\n"
+"Raises :class:`ConnectionClosed` once the connection is closed and every\n"
+"message received before the close was returned;\n"
+":class:`ConcurrencyError` if another coroutine is already waiting.\n"
+"With ``fragments=True`` or ``control_frames=True`` it may also return\n"
+":class:`~tether.protocol.events.Fragment`, ``Ping`` or ``Pong`` events.\n\n"
+"Returns a coroutine-like object (nothing runs until it is awaited); the\n"
+"common case runs without a Python frame. _py_recv is its Python twin.");
+
+int
+tether_recv_start(speedups_state *state, PyObject *obj, PyObject **out)
+{
+    ConnectionBaseObject *self = (ConnectionBaseObject *)obj;
+    PyObject *queue = self->queue, *waiter = self->waiter, *core, *fresh;
+    if (!is_none(queue)) {
+        Py_ssize_t queued = PyObject_Length(queue);
+        if (queued < 0) {
+            return START_ERROR;
+        }
+        if (queued > 0) {
+            *out = call_method(state, obj, NAME_POP, NULL, 0, NULL);
+            return *out != NULL ? START_DONE : START_ERROR;
+        }
+    }
+    core = bound_core(state, self);
+    /* Closed, a close to commit, another recv() waiting, a message handler,
+     * no handshake yet: _py_recv raises or waits as the case needs. */
+    if (!is_none(self->closed_exc) || core == NULL ||
+            SLOT(state, core, CORE_PENDING_CLOSE) != Py_None ||
+            !is_none(self->message_handler) || self->loop == NULL ||
+            (!is_none(waiter) && !(tether_is_waiter(state, waiter) && tether_waiter_done(waiter)))) {
+        *out = call_method(state, obj, NAME_PY_RECV, NULL, 0, NULL);
+        return *out != NULL ? START_DELEGATE : START_ERROR;
+    }
+    fresh = tether_waiter_new(state, self->loop);
+    if (fresh == NULL) {
+        return START_ERROR;
+    }
+    Py_XSETREF(self->waiter, Py_NewRef(fresh));
+    *out = fresh;
+    return START_WAIT;
+}
+
+void
+tether_recv_unlink(PyObject *obj, PyObject *waiter)
+{
+    ConnectionBaseObject *self = (ConnectionBaseObject *)obj;
+    if (self->waiter == waiter) {
+        Py_SETREF(self->waiter, Py_NewRef(Py_None));
+    }
+}
+
+PyDoc_STRVAR(send_doc,
+"send($self, message, /)\n--\n\n"
+"Send a message: ``str`` as text, ``bytes``-like as binary. Await it.\n\n"
+"An iterable (or async iterable) of ``str`` or of ``bytes`` is sent as\n"
+"one fragmented message, one frame per item. Waits while more than\n"
+"``write_limit`` bytes are buffered (the peer reads slowly). Raises\n"
+":class:`ConnectionClosed` if the connection is closing or closed.\n\n"
+"Returns a coroutine-like object (nothing is sent until it is awaited);\n"
+"a whole str or bytes message goes out without a Python frame. _py_send is\n"
+"its Python twin.");
+
+int
+tether_send_start(speedups_state *state, PyObject *obj, PyObject *message, PyObject **out)
+{
+    ConnectionBaseObject *self = (ConnectionBaseObject *)obj;
+    PyObject *r;
+    if ((!PyUnicode_CheckExact(message) && !PyBytes_CheckExact(message)) ||
+            !is_none(self->send_lock)) {
+        /* bytes-likes, fragments, or a fragmented send that may be under way */
+        *out = call_method(state, obj, NAME_PY_SEND, &message, 1, NULL);
+        return *out != NULL ? START_DELEGATE : START_ERROR;
+    }
+    r = send_nowait(state, self, message);
+    if (r == NULL) {
+        return START_ERROR;
+    }
+    Py_DECREF(r);
+    if (self->write_paused) {
+        *out = call_method(state, obj, NAME_DRAIN, NULL, 0, NULL);
+        return *out != NULL ? START_DELEGATE : START_ERROR;
+    }
+    *out = Py_NewRef(Py_None);
+    return START_DONE;
+}
+
+static PyObject *
+conn_recv(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const *args,
+          Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs != 0 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "recv() takes no arguments");
+        return NULL;
+    }
+    return tether_operation_new(PyType_GetModuleState(cls), (PyObject *)self, NULL);
+}
+
+static PyObject *
+conn_send(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const *args,
+          Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "send() takes one positional argument: the message");
+        return NULL;
+    }
+    return tether_operation_new(PyType_GetModuleState(cls), (PyObject *)self, args[0]);
 }
 
 /* ------------------------------------------------------------------------
@@ -640,6 +771,9 @@ conn_traverse(ConnectionBaseObject *self, visitproc visit, void *arg)
     Py_VISIT(self->waiter);
     Py_VISIT(self->queue);
     Py_VISIT(self->wake);
+    Py_VISIT(self->loop);
+    Py_VISIT(self->closed_exc);
+    Py_VISIT(self->send_lock);
     return 0;
 }
 
@@ -653,6 +787,9 @@ conn_clear(ConnectionBaseObject *self)
     Py_CLEAR(self->waiter);
     Py_CLEAR(self->queue);
     Py_CLEAR(self->wake);
+    Py_CLEAR(self->loop);
+    Py_CLEAR(self->closed_exc);
+    Py_CLEAR(self->send_lock);
     return 0;
 }
 
@@ -673,6 +810,8 @@ static PyMethodDef conn_methods[] = {
     CONN_METHOD("get_buffer", conn_get_buffer, get_buffer_doc),
     CONN_METHOD("buffer_updated", conn_buffer_updated, buffer_updated_doc),
     CONN_METHOD("send_nowait", conn_send_nowait, send_nowait_doc),
+    CONN_METHOD("recv", conn_recv, recv_doc),
+    CONN_METHOD("send", conn_send, send_doc),
     {NULL, NULL, 0, NULL}
 };
 
@@ -687,14 +826,19 @@ static PyMemberDef conn_members[] = {
     CONN_FIELD("_waiter", waiter, NULL),
     CONN_FIELD("_queue", queue, NULL),
     CONN_FIELD("_wake", wake, NULL),
+    CONN_FIELD("_loop", loop, NULL),
+    CONN_FIELD("_closed_exc", closed_exc, NULL),
+    CONN_FIELD("_send_lock", send_lock, NULL),
     {"_lent", T_BOOL, offsetof(ConnectionBaseObject, lent), 0, NULL},
     {"_reading", T_BOOL, offsetof(ConnectionBaseObject, reading), 0, NULL},
+    {"_write_paused", T_BOOL, offsetof(ConnectionBaseObject, write_paused), 0, NULL},
     {NULL, 0, 0, 0, NULL}
 };
 
 PyDoc_STRVAR(conn_doc,
 "The compiled per-message path of tether.aio.Connection (its base class\n"
-"when the extension is built): get_buffer, buffer_updated and send_nowait.\n"
+"when the extension is built): get_buffer, buffer_updated, send_nowait,\n"
+"recv and send.\n"
 "Not for use on its own.");
 
 static PyType_Slot conn_slots[] = {

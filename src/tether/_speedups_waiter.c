@@ -503,22 +503,8 @@ static PyObject *
 waiter_iternext(WaiterObject *self)
 {
     PyObject *value;
-    switch (waiter_am_send(self, Py_None, &value)) {
-    case PYGEN_NEXT:
-        return value;
-    case PYGEN_RETURN: {
-        /* StopIteration(value), built so that a tuple value stays whole */
-        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, value);
-        Py_DECREF(value);
-        if (stop != NULL) {
-            PyErr_SetObject(PyExc_StopIteration, stop);
-            Py_DECREF(stop);
-        }
-        return NULL;
-    }
-    default:
-        return NULL;
-    }
+    PySendResult rc = waiter_am_send(self, Py_None, &value);
+    return tether_iternext_result(rc, value);
 }
 
 static PyObject *
@@ -541,6 +527,28 @@ waiter_set_blocking(WaiterObject *self, PyObject *value, void *Py_UNUSED(closure
     }
     self->blocking = (char)truth;
     return 0;
+}
+
+PyObject *
+tether_waiter_new(speedups_state *state, PyObject *loop)
+{
+    WaiterObject *self = PyObject_GC_New(WaiterObject, state->waiter_type);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->loop = Py_NewRef(loop);
+    self->result = self->exception = self->cancel_msg = NULL;
+    self->fn = self->context = self->more = NULL;
+    self->state = PENDING;
+    self->blocking = self->yielded = 0;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+int
+tether_waiter_done(PyObject *waiter)
+{
+    return ((WaiterObject *)waiter)->state != PENDING;
 }
 
 static PyObject *

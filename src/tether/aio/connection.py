@@ -94,6 +94,10 @@ _HOT_FIELDS = (
     "_queue",
     "_reading",
     "_wake",
+    "_loop",
+    "_closed_exc",
+    "_send_lock",
+    "_write_paused",
 )
 
 if TYPE_CHECKING:
@@ -106,6 +110,9 @@ elif accel.SPEEDUPS:
     from tether._speedups import ConnectionBase as _Base
 
     _speedups.bind_core(Core, _OPEN)
+    # recv() and send() return Operations: coroutines without a Python frame,
+    # which asyncio.create_task and run_coroutine_threadsafe accept as such.
+    collections.abc.Coroutine.register(_speedups.Operation)
 else:
 
     class _Base:
@@ -135,17 +142,13 @@ class Connection(_Base, asyncio.BufferedProtocol):
         "_close_callbacks",
         "_close_handle",
         "_closed",
-        "_closed_exc",
         "_drain_waiter",
         "_ka_handle",
         "_ka_payload",
-        "_loop",
         "_paused_reading",
         "_peername",
         "_pings",
-        "_send_lock",
         "_sockname",
-        "_write_paused",
         "is_client",
         "latency",
         "options",
@@ -579,7 +582,7 @@ class Connection(_Base, asyncio.BufferedProtocol):
     # ------------------------------------------------------------------
     # Receiving
 
-    async def recv(self) -> Message:
+    async def _py_recv(self) -> Message:
         """The next message: a ``str`` for text, ``bytes`` for binary.
 
         Raises :class:`ConnectionClosed` once the connection is closed and every
@@ -605,6 +608,9 @@ class Connection(_Base, asyncio.BufferedProtocol):
         finally:
             if self._waiter is waiter:
                 self._waiter = None
+
+    if not COMPILED:
+        recv = _py_recv
 
     def recv_nowait(self) -> Message | None:
         """The next queued message, or ``None`` if none is queued yet."""
@@ -725,7 +731,7 @@ class Connection(_Base, asyncio.BufferedProtocol):
         if interval and self.core is not None and self._closed_exc is None:
             self._ka_handle = self._later(interval, self._keepalive)
 
-    async def send(
+    async def _py_send(
         self,
         message: Message | Iterable[Message] | AsyncIterable[Message],
     ) -> None:
@@ -739,13 +745,16 @@ class Connection(_Base, asyncio.BufferedProtocol):
         if isinstance(message, (bytearray, memoryview)):
             message = bytes(message)
         if isinstance(message, (str, bytes)):
-            if self._send_lock is not None and self._send_lock.locked():
+            lock = self._send_lock
+            if lock is not None and lock.locked():
+                # A fragmented message is on its way: this one goes after it.
                 core = self.core
                 if core is None or core.state is not _OPEN or core.close_sent is not None:
                     raise self._send_closed_exc()
-                async with self._send_lock:
-                    return await self.send(message)
-            self.send_nowait(message)
+                async with lock:
+                    self.send_nowait(message)
+            else:
+                self.send_nowait(message)
             if self._write_paused:
                 await self._drain()
             return
@@ -758,6 +767,9 @@ class Connection(_Base, asyncio.BufferedProtocol):
                 await self._send_fragments(iter(message))
             else:
                 raise TypeError(f"cannot send {type(message).__name__}")
+
+    if not COMPILED:
+        send = _py_send
 
     async def _send_fragments(self, chunks: Iterable[Message]) -> None:
         first = True

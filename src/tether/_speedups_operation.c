@@ -1,0 +1,327 @@
+/* tether._speedups.Operation: what Connection.recv() and send(message)
+ * return when the extension is built.
+ *
+ * An `async def` costs a Python frame and a coroutine object per call, and
+ * every `await ws.recv()` or `await ws.send(m)` pays it. An Operation is a
+ * coroutine without a frame: nothing runs until it is awaited (or driven by
+ * a task), then its first step runs in C (tether_recv_start,
+ * tether_send_start in _speedups_connection.c):
+ *
+ *   recv()  a queued message is returned at once; otherwise the connection
+ *           gets a new Waiter and the Operation awaits it, as the frame of
+ *           _py_recv would (yield it, then return its result);
+ *   send()  a whole str or bytes message is written with send_nowait; a
+ *           paused transport is then awaited through _drain().
+ *
+ * Anything else (closed, a close to commit, a concurrent recv(), fragments,
+ * a bytes-like message) is delegated to the Python twin, _py_recv() or
+ * _py_send(message): the Operation drives that coroutine as `await` would,
+ * and the twin raises or waits as the case needs.
+ *
+ * It is a coroutine to asyncio (send, throw, close, __await__; registered as
+ * collections.abc.Coroutine by tether.aio.connection), so create_task,
+ * ensure_future, wait_for and run_coroutine_threadsafe accept it. What it
+ * does not do: warn when it is never awaited.
+ */
+
+#include "_speedups.h"
+
+enum { FRESH, RUNNING, FINISHED };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *conn;
+    PyObject *message; /* send()'s message, or NULL for recv() */
+    PyObject *inner;   /* the awaitable it drives while RUNNING, or NULL */
+    char state;
+    char linked;       /* inner is the connection's recv() waiter */
+    char is_send;
+} OperationObject;
+
+static speedups_state *
+operation_state(OperationObject *self)
+{
+    return PyType_GetModuleState(Py_TYPE(self));
+}
+
+/* Done: as _py_recv's `finally`, the connection forgets the waiter. */
+static void
+finish(OperationObject *self)
+{
+    if (self->linked && self->inner != NULL && self->conn != NULL) {
+        tether_recv_unlink(self->conn, self->inner);
+    }
+    self->linked = 0;
+    self->state = FINISHED;
+    Py_CLEAR(self->inner);
+    Py_CLEAR(self->message);
+    Py_CLEAR(self->conn);
+}
+
+static PySendResult
+operation_am_send(OperationObject *self, PyObject *arg, PyObject **presult)
+{
+    PyObject *inner;
+    PySendResult rc;
+    *presult = NULL;
+    if (self->state == FINISHED) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return PYGEN_ERROR;
+    }
+    if (self->state == FRESH) {
+        PyObject *out = NULL;
+        int start;
+        if (arg != Py_None) {
+            PyErr_SetString(PyExc_TypeError,
+                            "can't send non-None value to a just-started coroutine");
+            return PYGEN_ERROR;
+        }
+        self->state = RUNNING;
+        start = self->message == NULL
+                    ? tether_recv_start(operation_state(self), self->conn, &out)
+                    : tether_send_start(operation_state(self), self->conn, self->message, &out);
+        if (start == START_DONE || start == START_ERROR) {
+            finish(self);
+            *presult = out;
+            return start == START_DONE ? PYGEN_RETURN : PYGEN_ERROR;
+        }
+        self->inner = out;
+        self->linked = start == START_WAIT;
+    }
+    inner = Py_NewRef(self->inner);
+    rc = PyIter_Send(inner, arg, presult);
+    if (rc != PYGEN_NEXT && self->inner == inner) {
+        finish(self);
+    }
+    Py_DECREF(inner);
+    return rc;
+}
+
+static PyObject *
+operation_iternext(OperationObject *self)
+{
+    PyObject *value;
+    PySendResult rc = operation_am_send(self, Py_None, &value);
+    return tether_iternext_result(rc, value);
+}
+
+static PyObject *
+operation_send(OperationObject *self, PyObject *arg)
+{
+    PyObject *value;
+    PySendResult rc = operation_am_send(self, arg, &value);
+    PyObject *r = tether_iternext_result(rc, value);
+    if (r == NULL && !PyErr_Occurred()) {
+        PyErr_SetNone(PyExc_StopIteration);
+    }
+    return r;
+}
+
+/* Raise what throw(typ[, val[, tb]]) was given, as a generator would. */
+static PyObject *
+raise_thrown(PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *typ = args[0];
+    PyObject *val = nargs > 1 ? args[1] : Py_None;
+    PyObject *tb = nargs > 2 ? args[2] : Py_None;
+    if (tb != Py_None && !PyTraceBack_Check(tb)) {
+        PyErr_SetString(PyExc_TypeError, "throw() third argument must be a traceback object");
+        return NULL;
+    }
+    if (PyExceptionInstance_Check(typ)) {
+        if (val != Py_None) {
+            PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
+            return NULL;
+        }
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    }
+    else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError,
+                     "exceptions must be classes or instances deriving from BaseException, "
+                     "not %s", Py_TYPE(typ)->tp_name);
+        return NULL;
+    }
+    if (tb != Py_None) {
+        PyObject *type, *value, *old_tb;
+        PyErr_Fetch(&type, &value, &old_tb);
+        PyErr_NormalizeException(&type, &value, &old_tb);
+        Py_XDECREF(old_tb);
+        PyErr_Restore(type, value, Py_NewRef(tb));
+    }
+    return NULL;
+}
+
+/* throw(): into the coroutine it delegates to; else (a waiter, or not
+ * started) the exception is raised here and the Operation is done. */
+static PyObject *
+operation_throw(OperationObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *inner = self->inner;
+    if (nargs < 1 || nargs > 3) {
+        PyErr_Format(PyExc_TypeError, "throw expected 1 to 3 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (inner != NULL && !self->linked) {
+        PyObject *stack[4] = {inner, args[0], nargs > 1 ? args[1] : NULL,
+                              nargs > 2 ? args[2] : NULL};
+        PyObject *r;
+        Py_INCREF(inner);
+        r = PyObject_VectorcallMethod(operation_state(self)->names[NAME_THROW], stack,
+                                      (size_t)nargs + 1, NULL);
+        Py_DECREF(inner);
+        if (r == NULL) {
+            finish(self);
+        }
+        return r;
+    }
+    finish(self);
+    return raise_thrown(args, nargs);
+}
+
+static PyObject *
+operation_close(OperationObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *inner = self->inner;
+    if (inner != NULL && !self->linked) {
+        PyObject *r;
+        Py_INCREF(inner);
+        r = PyObject_VectorcallMethod(operation_state(self)->names[NAME_CLOSE], &inner,
+                                      1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_DECREF(inner);
+        finish(self);
+        return r;
+    }
+    finish(self);
+    Py_RETURN_NONE;
+}
+
+PyObject *
+tether_operation_new(speedups_state *state, PyObject *conn, PyObject *message)
+{
+    OperationObject *self = PyObject_GC_New(OperationObject, state->operation_type);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->conn = Py_NewRef(conn);
+    self->message = Py_XNewRef(message);
+    self->inner = NULL;
+    self->state = FRESH;
+    self->linked = 0;
+    self->is_send = message != NULL;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+static PyObject *
+operation_self(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+/* __name__ and __qualname__ (closure non-NULL), for a task's repr */
+static PyObject *
+operation_name(OperationObject *self, void *qualified)
+{
+    const char *name = self->is_send ? "send" : "recv";
+    return qualified != NULL ? PyUnicode_FromFormat("Connection.%s", name)
+                             : PyUnicode_FromString(name);
+}
+
+static PyGetSetDef operation_getset[] = {
+    {"__name__", (getter)operation_name, NULL, NULL, NULL},
+    {"__qualname__", (getter)operation_name, NULL, NULL, "qualified"},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PyObject *
+operation_repr(OperationObject *self)
+{
+    static const char *const states[] = {"not started", "running", "finished"};
+    return PyUnicode_FromFormat("<%s %s>", Py_TYPE(self)->tp_name, states[(int)self->state]);
+}
+
+static int
+operation_traverse(OperationObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->conn);
+    Py_VISIT(self->message);
+    Py_VISIT(self->inner);
+    return 0;
+}
+
+static int
+operation_clear(OperationObject *self)
+{
+    Py_CLEAR(self->conn);
+    Py_CLEAR(self->message);
+    Py_CLEAR(self->inner);
+    return 0;
+}
+
+static void
+operation_dealloc(OperationObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->linked) {
+        finish(self); /* an abandoned recv(): the connection forgets its waiter */
+    }
+    (void)operation_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef operation_methods[] = {
+    {"send", (PyCFunction)operation_send, METH_O,
+     "send(value): resume; raise StopIteration(result) when done."},
+    {"throw", (PyCFunction)(void (*)(void))operation_throw, METH_FASTCALL,
+     "throw(exc): raise exc at the point of waiting."},
+    {"close", (PyCFunction)operation_close, METH_NOARGS,
+     "Stop waiting (the connection forgets a recv() waiter)."},
+    {NULL, NULL, 0, NULL}
+};
+
+PyDoc_STRVAR(operation_doc,
+"What Connection.recv() and send(message) return: a coroutine without a\n"
+"Python frame. Await it (or pass it to asyncio.create_task).");
+
+static PyType_Slot operation_slots[] = {
+    {Py_tp_dealloc, operation_dealloc},
+    {Py_tp_traverse, operation_traverse},
+    {Py_tp_clear, operation_clear},
+    {Py_tp_repr, operation_repr},
+    {Py_tp_methods, operation_methods},
+    {Py_tp_getset, operation_getset},
+    {Py_tp_iternext, operation_iternext},
+    {Py_am_await, operation_self},
+    {Py_am_send, operation_am_send},
+    {Py_tp_doc, (void *)operation_doc},
+    {0, NULL}
+};
+
+static PyType_Spec operation_spec = {
+    "tether._speedups.Operation",
+    sizeof(OperationObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    operation_slots,
+};
+
+int
+tether_add_operation(PyObject *module, speedups_state *state)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, &operation_spec, NULL);
+    if (type == NULL) {
+        return -1;
+    }
+    state->operation_type = (PyTypeObject *)Py_NewRef(type);
+    if (PyModule_AddObject(module, "Operation", type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
