@@ -15,7 +15,12 @@ from typing import Any
 import pytest
 
 from conftest import feed, masked, open_connection
-from tether.exceptions import ConcurrencyError, ConnectionClosed, InvalidState
+from tether.exceptions import (
+    ConcurrencyError,
+    ConnectionClosed,
+    ConnectionClosedError,
+    InvalidState,
+)
 from tether.protocol import accel
 from tether.protocol.frames import build_frame
 
@@ -199,6 +204,38 @@ async def test_run_coroutine_threadsafe_takes_send_and_recv() -> None:
     assert await asyncio.wait_for(thread, 2) == b"back"
 
 
+async def test_async_for_ends_on_a_normal_close_while_waiting_and_after() -> None:
+    ws, _ = open_connection()
+    assert ws.__aiter__() is ws
+    got: list[Any] = []
+
+    async def consume() -> None:
+        async for message in ws:
+            got.append(message)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0)
+    await in_callback(lambda: feed(ws, masked(0x82, b"a")))
+    await asyncio.sleep(0)
+    await in_callback(lambda: feed(ws, masked(0x88, b"\x03\xe8")))
+    ws.connection_lost(None)
+    await asyncio.wait_for(task, 1)  # the waiting __anext__ ended the loop
+    assert got == [b"a"]
+    with pytest.raises(StopAsyncIteration):
+        await ws.__anext__()  # closed before it starts: the Python twin
+
+
+async def test_async_for_raises_on_an_error_close() -> None:
+    ws, _ = open_connection()
+    feed(ws, masked(0x82, b"kept") + masked(0x88, b"\x03\xf3crash"))
+    ws.connection_lost(None)
+    got: list[Any] = []
+    with pytest.raises(ConnectionClosedError, match="1011"):
+        async for message in ws:
+            got.append(message)
+    assert got == [b"kept"]
+
+
 # ---------------------------------------------------------------------------
 # The Operation itself.
 
@@ -212,6 +249,7 @@ async def test_recv_and_send_are_operations_named_as_their_methods() -> None:
     assert type(receiving) is _speedups.Operation
     assert (receiving.__name__, receiving.__qualname__) == ("recv", "Connection.recv")
     assert (sending.__name__, sending.__qualname__) == ("send", "Connection.send")
+    assert ws.__anext__().__qualname__ == "Connection.__anext__"
     assert "not started" in repr(receiving)
     task = asyncio.create_task(receiving)
     await asyncio.sleep(0)

@@ -1471,6 +1471,7 @@ speedups_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->task_type);
     Py_VISIT(state->current_task);
     Py_VISIT(state->base_loop_type);
+    Py_VISIT(state->closed_ok_type);
     return 0;
 }
 
@@ -1497,6 +1498,7 @@ speedups_clear(PyObject *module)
     Py_CLEAR(state->task_type);
     Py_CLEAR(state->current_task);
     Py_CLEAR(state->base_loop_type);
+    Py_CLEAR(state->closed_ok_type);
     return 0;
 }
 
@@ -1538,4 +1540,11 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     return PyModuleDef_Init(&speedups_module);
+}
+
+speedups_state *
+tether_state_of(PyObject *obj)
+{
+    PyObject *module = PyType_GetModuleByDef(Py_TYPE(obj), &speedups_module);
+    return module != NULL ? PyModule_GetState(module) : NULL;
 }

@@ -91,6 +91,7 @@ typedef struct {
     PyObject *task_type;
     PyObject *current_task;
     PyObject *base_loop_type; /* asyncio.BaseEventLoop */
+    PyObject *closed_ok_type; /* tether.exceptions.ConnectionClosedOK, once needed */
 } speedups_state;
 
 /* Scan buf[pos:end] as scan_frames() does (max_frame and max_overflow:
@@ -146,6 +147,10 @@ int tether_waiter_resolve(PyObject *waiter, PyObject *result);
 /* Waiter.wake(): 0, or -1 with an exception. */
 int tether_waiter_wake(speedups_state *state, PyObject *waiter);
 
+/* The module state, from an instance of one of the module's classes or of
+ * a subclass (NULL with an exception if it is neither). */
+speedups_state *tether_state_of(PyObject *obj);
+
 /* A new pending Waiter on loop, or NULL. */
 PyObject *tether_waiter_new(speedups_state *state, PyObject *loop);
 
@@ -168,8 +173,10 @@ int tether_send_start(speedups_state *state, PyObject *conn, PyObject *message, 
 /* Forget waiter as the connection's recv() waiter, if it still is. */
 void tether_recv_unlink(PyObject *conn, PyObject *waiter);
 
-/* The awaitable of conn.recv() (message NULL) or conn.send(message). */
-PyObject *tether_operation_new(speedups_state *state, PyObject *conn, PyObject *message);
+/* The awaitable of conn.recv(), conn.send(message) or conn.__anext__(). */
+enum operation_kind { OP_RECV, OP_SEND, OP_NEXT };
+PyObject *tether_operation_new(speedups_state *state, PyObject *conn, int kind,
+                               PyObject *message);
 
 /* Add Operation to the module (from its exec slot). */
 int tether_add_operation(PyObject *module, speedups_state *state);

@@ -12,7 +12,8 @@
  *                          hands each whole message to the message handler,
  *                          or to the coroutine waiting in recv()
  *   send_nowait(message)   builds the frame and writes it
- *   recv(), send(message)  awaitables without a Python frame
+ *   recv(), send(message), __anext__()
+ *                          awaitables without a Python frame
  *                          (_speedups_operation.c) that start here:
  *                          tether_recv_start and tether_send_start
  *
@@ -680,7 +681,7 @@ conn_recv(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const *args,
         PyErr_SetString(PyExc_TypeError, "recv() takes no arguments");
         return NULL;
     }
-    return tether_operation_new(PyType_GetModuleState(cls), (PyObject *)self, NULL);
+    return tether_operation_new(PyType_GetModuleState(cls), (PyObject *)self, OP_RECV, NULL);
 }
 
 static PyObject *
@@ -691,7 +692,16 @@ conn_send(ConnectionBaseObject *self, PyTypeObject *cls, PyObject *const *args,
         PyErr_SetString(PyExc_TypeError, "send() takes one positional argument: the message");
         return NULL;
     }
-    return tether_operation_new(PyType_GetModuleState(cls), (PyObject *)self, args[0]);
+    return tether_operation_new(PyType_GetModuleState(cls), (PyObject *)self, OP_SEND, args[0]);
+}
+
+/* async for: __anext__ is recv() with a normal close as StopAsyncIteration
+ * (_py_anext is its Python twin). */
+static PyObject *
+conn_anext(PyObject *self)
+{
+    speedups_state *state = tether_state_of(self);
+    return state != NULL ? tether_operation_new(state, self, OP_NEXT, NULL) : NULL;
 }
 
 /* ------------------------------------------------------------------------
@@ -847,6 +857,7 @@ static PyType_Slot conn_slots[] = {
     {Py_tp_clear, conn_clear},
     {Py_tp_methods, conn_methods},
     {Py_tp_members, conn_members},
+    {Py_am_anext, conn_anext},
     {Py_tp_doc, (void *)conn_doc},
     {0, NULL}
 };

@@ -1,5 +1,5 @@
-/* tether._speedups.Operation: what Connection.recv() and send(message)
- * return when the extension is built.
+/* tether._speedups.Operation: what Connection.recv(), send(message) and
+ * __anext__() (async for) return when the extension is built.
  *
  * An `async def` costs a Python frame and a coroutine object per call, and
  * every `await ws.recv()` or `await ws.send(m)` pays it. An Operation is a
@@ -12,6 +12,9 @@
  *           _py_recv would (yield it, then return its result);
  *   send()  a whole str or bytes message is written with send_nowait; a
  *           paused transport is then awaited through _drain().
+ *
+ * __anext__ is recv() whose normal close (ConnectionClosedOK) raises
+ * StopAsyncIteration instead, ending `async for`.
  *
  * Anything else (closed, a close to commit, a concurrent recv(), fragments,
  * a bytes-like message) is delegated to the Python twin, _py_recv() or
@@ -35,7 +38,7 @@ typedef struct {
     PyObject *inner;   /* the awaitable it drives while RUNNING, or NULL */
     char state;
     char linked;       /* inner is the connection's recv() waiter */
-    char is_send;
+    char kind;         /* enum operation_kind */
 } OperationObject;
 
 static speedups_state *
@@ -58,6 +61,35 @@ finish(OperationObject *self)
     Py_CLEAR(self->conn);
 }
 
+/* Done with an exception raised: __anext__ turns a normal close
+ * (ConnectionClosedOK) into StopAsyncIteration, ending `async for`. */
+static PySendResult
+failed(OperationObject *self)
+{
+    int kind = self->kind;
+    finish(self);
+    if (kind == OP_NEXT) {
+        speedups_state *state = operation_state(self);
+        if (state->closed_ok_type == NULL) {
+            PyObject *exc = tether_fetch_exception();
+            PyObject *module = PyImport_ImportModule("tether.exceptions");
+            state->closed_ok_type =
+                module != NULL ? PyObject_GetAttrString(module, "ConnectionClosedOK") : NULL;
+            Py_XDECREF(module);
+            if (state->closed_ok_type == NULL) {
+                Py_XDECREF(exc);
+                return PYGEN_ERROR;
+            }
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        if (PyErr_ExceptionMatches(state->closed_ok_type)) {
+            PyErr_SetNone(PyExc_StopAsyncIteration);
+        }
+    }
+    return PYGEN_ERROR;
+}
+
 static PySendResult
 operation_am_send(OperationObject *self, PyObject *arg, PyObject **presult)
 {
@@ -77,13 +109,16 @@ operation_am_send(OperationObject *self, PyObject *arg, PyObject **presult)
             return PYGEN_ERROR;
         }
         self->state = RUNNING;
-        start = self->message == NULL
-                    ? tether_recv_start(operation_state(self), self->conn, &out)
-                    : tether_send_start(operation_state(self), self->conn, self->message, &out);
-        if (start == START_DONE || start == START_ERROR) {
+        start = self->kind == OP_SEND
+                    ? tether_send_start(operation_state(self), self->conn, self->message, &out)
+                    : tether_recv_start(operation_state(self), self->conn, &out);
+        if (start == START_DONE) {
             finish(self);
             *presult = out;
-            return start == START_DONE ? PYGEN_RETURN : PYGEN_ERROR;
+            return PYGEN_RETURN;
+        }
+        if (start == START_ERROR) {
+            return failed(self);
         }
         self->inner = out;
         self->linked = start == START_WAIT;
@@ -91,7 +126,12 @@ operation_am_send(OperationObject *self, PyObject *arg, PyObject **presult)
     inner = Py_NewRef(self->inner);
     rc = PyIter_Send(inner, arg, presult);
     if (rc != PYGEN_NEXT && self->inner == inner) {
-        finish(self);
+        if (rc == PYGEN_ERROR) {
+            failed(self);
+        }
+        else {
+            finish(self);
+        }
     }
     Py_DECREF(inner);
     return rc;
@@ -173,12 +213,15 @@ operation_throw(OperationObject *self, PyObject *const *args, Py_ssize_t nargs)
                                       (size_t)nargs + 1, NULL);
         Py_DECREF(inner);
         if (r == NULL) {
-            finish(self);
+            failed(self);
         }
         return r;
     }
-    finish(self);
-    return raise_thrown(args, nargs);
+    /* A task throws the waiter's exception in (asyncio's Task.__wakeup gets
+     * it from result()): a normal close still ends `async for`. */
+    raise_thrown(args, nargs);
+    failed(self);
+    return NULL;
 }
 
 static PyObject *
@@ -199,7 +242,7 @@ operation_close(OperationObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 PyObject *
-tether_operation_new(speedups_state *state, PyObject *conn, PyObject *message)
+tether_operation_new(speedups_state *state, PyObject *conn, int kind, PyObject *message)
 {
     OperationObject *self = PyObject_GC_New(OperationObject, state->operation_type);
     if (self == NULL) {
@@ -210,7 +253,7 @@ tether_operation_new(speedups_state *state, PyObject *conn, PyObject *message)
     self->inner = NULL;
     self->state = FRESH;
     self->linked = 0;
-    self->is_send = message != NULL;
+    self->kind = (char)kind;
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
@@ -225,7 +268,8 @@ operation_self(PyObject *self)
 static PyObject *
 operation_name(OperationObject *self, void *qualified)
 {
-    const char *name = self->is_send ? "send" : "recv";
+    static const char *const names[] = {"recv", "send", "__anext__"};
+    const char *name = names[(int)self->kind];
     return qualified != NULL ? PyUnicode_FromFormat("Connection.%s", name)
                              : PyUnicode_FromString(name);
 }

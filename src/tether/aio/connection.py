@@ -637,16 +637,21 @@ class Connection(_Base, asyncio.BufferedProtocol):
                 self.transport.resume_reading()
 
     def __aiter__(self) -> AsyncIterator[Message]:
-        return self._iterate()
+        """``async for message in ws``: messages until the connection closes;
+        a normal close ends the loop, an error raises
+        :class:`~tether.exceptions.ConnectionClosedError`."""
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Message]:
-        """Messages until the connection closes; a normal close ends the loop,
-        an error raises :class:`~tether.exceptions.ConnectionClosedError`."""
+    async def _py_anext(self) -> Message:
+        """The next message of ``async for``, as :meth:`recv`; a normal close
+        (1000 or 1001) ends the loop."""
         try:
-            while True:
-                yield await self.recv()
+            return await self.recv()
         except ConnectionClosedOK:
-            return
+            raise StopAsyncIteration from None
+
+    if not COMPILED:
+        __anext__ = _py_anext
 
     # ------------------------------------------------------------------
     # Sending
