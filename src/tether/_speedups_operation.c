@@ -123,6 +123,11 @@ operation_am_send(OperationObject *self, PyObject *arg, PyObject **presult)
         self->inner = out;
         self->linked = start == START_WAIT;
     }
+    if (self->inner == NULL) {
+        /* resumed from inside its own first step */
+        PyErr_SetString(PyExc_RuntimeError, "coroutine already executing");
+        return PYGEN_ERROR;
+    }
     inner = Py_NewRef(self->inner);
     rc = PyIter_Send(inner, arg, presult);
     if (rc != PYGEN_NEXT && self->inner == inner) {
