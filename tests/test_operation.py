@@ -55,6 +55,14 @@ async def test_nothing_is_sent_or_awaited_before_the_await() -> None:
     assert ws._waiter is None
 
 
+async def test_a_send_never_awaited_warns_as_a_coroutine_does_and_sends_nothing() -> None:
+    ws, transport = open_connection()
+    with pytest.warns(RuntimeWarning, match="was never awaited"):
+        ws.send(b"lost")  # type: ignore[unused-coroutine]
+        gc.collect()
+    assert transport.written == []
+
+
 async def test_recv_returns_a_queued_message_at_once_and_waits_for_the_next() -> None:
     ws, _ = open_connection()
     feed(ws, masked(0x81, b"queued"))
@@ -249,7 +257,9 @@ async def test_recv_and_send_are_operations_named_as_their_methods() -> None:
     assert type(receiving) is _speedups.Operation
     assert (receiving.__name__, receiving.__qualname__) == ("recv", "Connection.recv")
     assert (sending.__name__, sending.__qualname__) == ("send", "Connection.send")
-    assert ws.__anext__().__qualname__ == "Connection.__anext__"
+    iterating = ws.__anext__()
+    assert iterating.__qualname__ == "Connection.__anext__"
+    iterating.close()
     assert "not started" in repr(receiving)
     task = asyncio.create_task(receiving)
     await asyncio.sleep(0)
@@ -269,6 +279,7 @@ async def test_the_operation_keeps_the_coroutine_protocol() -> None:
         receiving.send(1)
     with pytest.raises(TypeError, match="1 to 3 arguments"):
         receiving.throw()
+    receiving.close()
     with pytest.raises(TypeError, match="deriving from BaseException"):
         ws.recv().throw(3)
     with pytest.raises(TypeError, match="separate value"):

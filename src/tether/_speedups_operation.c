@@ -23,13 +23,16 @@
  *
  * It is a coroutine to asyncio (send, throw, close, __await__; registered as
  * collections.abc.Coroutine by tether.aio.connection), so create_task,
- * ensure_future, wait_for and run_coroutine_threadsafe accept it. What it
- * does not do: warn when it is never awaited.
+ * ensure_future, wait_for and run_coroutine_threadsafe accept it; one that
+ * is dropped without being awaited or closed warns as a coroutine does.
  */
 
 #include "_speedups.h"
 
 enum { FRESH, RUNNING, FINISHED };
+
+/* by enum operation_kind */
+static const char *const kind_names[] = {"recv", "send", "__anext__"};
 
 typedef struct {
     PyObject_HEAD
@@ -273,8 +276,7 @@ operation_self(PyObject *self)
 static PyObject *
 operation_name(OperationObject *self, void *qualified)
 {
-    static const char *const names[] = {"recv", "send", "__anext__"};
-    const char *name = names[(int)self->kind];
+    const char *name = kind_names[(int)self->kind];
     return qualified != NULL ? PyUnicode_FromFormat("Connection.%s", name)
                              : PyUnicode_FromString(name);
 }
@@ -311,14 +313,35 @@ operation_clear(OperationObject *self)
     return 0;
 }
 
+/* As a coroutine's finalizer: one never awaited (nor closed) warns, and an
+ * abandoned recv() makes the connection forget its waiter. */
+static void
+operation_finalize(OperationObject *self)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (self->state == FRESH) {
+        self->state = FINISHED;
+        if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                             "coroutine 'Connection.%s' was never awaited",
+                             kind_names[(int)self->kind]) < 0) {
+            PyErr_WriteUnraisable((PyObject *)self);
+        }
+    }
+    if (self->linked) {
+        finish(self);
+    }
+    PyErr_Restore(type, value, tb);
+}
+
 static void
 operation_dealloc(OperationObject *self)
 {
     PyTypeObject *type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (self->linked) {
-        finish(self); /* an abandoned recv(): the connection forgets its waiter */
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0) {
+        return; /* resurrected */
     }
+    PyObject_GC_UnTrack(self);
     (void)operation_clear(self);
     type->tp_free((PyObject *)self);
     Py_DECREF(type);
@@ -340,6 +363,7 @@ PyDoc_STRVAR(operation_doc,
 
 static PyType_Slot operation_slots[] = {
     {Py_tp_dealloc, operation_dealloc},
+    {Py_tp_finalize, operation_finalize},
     {Py_tp_traverse, operation_traverse},
     {Py_tp_clear, operation_clear},
     {Py_tp_repr, operation_repr},
