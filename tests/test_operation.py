@@ -316,3 +316,26 @@ async def test_queued_message_returns_through_stop_iteration() -> None:
     with pytest.raises(StopIteration) as stop:
         next(ws.recv().__await__())
     assert stop.value.value == "two"
+
+
+@compiled_only
+async def test_a_whole_message_after_a_fragmented_one_keeps_the_compiled_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tether.aio.connection import Connection
+
+    ws, transport = open_connection()
+    await ws.send(["a", "b"])  # creates the send lock
+    assert ws._send_lock is not None and not ws._send_lock.locked()
+    calls: list[Any] = []
+    python_send = Connection._py_send
+
+    def spy(self: Connection, message: Any) -> Any:
+        calls.append(message)
+        return python_send(self, message)
+
+    monkeypatch.setattr(Connection, "_py_send", spy)
+    await ws.send(b"fast")
+    assert calls == [] and transport.written[-1] == build_frame(0x82, b"fast")
+    await ws.send(bytearray(b"slow"))  # a bytes-like: the Python twin
+    assert calls == [bytearray(b"slow")]

@@ -1433,6 +1433,7 @@ speedups_exec(PyObject *module)
             [NAME_PY_RECV] = "_py_recv",
             [NAME_PY_SEND] = "_py_send",
             [NAME_DRAIN] = "_drain",
+            [NAME_LOCKED] = "locked",
             [NAME_THROW] = "throw",
             [NAME_CLOSE] = "close",
         };

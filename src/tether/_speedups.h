@@ -62,6 +62,7 @@ enum method_name {
     NAME_PY_RECV,
     NAME_PY_SEND,
     NAME_DRAIN,
+    NAME_LOCKED,
     NAME_THROW,
     NAME_CLOSE,
     NAME_COUNT

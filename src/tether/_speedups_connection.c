@@ -654,9 +654,18 @@ tether_send_start(speedups_state *state, PyObject *obj, PyObject *message, PyObj
 {
     ConnectionBaseObject *self = (ConnectionBaseObject *)obj;
     PyObject *r;
-    if ((!PyUnicode_CheckExact(message) && !PyBytes_CheckExact(message)) ||
-            !is_none(self->send_lock)) {
-        /* bytes-likes, fragments, or a fragmented send that may be under way */
+    int busy = 0;
+    if (!is_none(self->send_lock)) {
+        /* a fragmented message on its way: this one waits for it (_py_send) */
+        r = call_method(state, self->send_lock, NAME_LOCKED, NULL, 0, NULL);
+        busy = r == NULL ? -1 : PyObject_IsTrue(r);
+        Py_XDECREF(r);
+        if (busy < 0) {
+            return START_ERROR;
+        }
+    }
+    if (busy || (!PyUnicode_CheckExact(message) && !PyBytes_CheckExact(message))) {
+        /* bytes-likes and fragments too */
         *out = call_method(state, obj, NAME_PY_SEND, &message, 1, NULL);
         return *out != NULL ? START_DELEGATE : START_ERROR;
     }
