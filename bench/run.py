@@ -369,11 +369,13 @@ def table(results: dict[str, dict[str, list[float | None]]]) -> str:
             f" tether {fmt(median(paired.get('tether_x_picows', [])))}x picows,"
             f" tether callbacks {fmt(median(paired.get('tether-cb_x_picows', [])))}x picows,"
             f" tether {fmt(median(paired.get('tether_x_picows-await', [])))}x picows awaited"
-            " (a future per echo)"
+            " (a future per echo),"
+            f" tether {fmt(median(paired.get('tether_x_tether-coro', [])))}x its Python"
+            " coroutines (`_py_send()` / `_py_recv()`, what the Operations replace)"
         )
         cpu = [
             f"{name} {fmt(median(paired[f'{name}_cpu_us']))}"
-            for name in ("tether-cb", "picows", "tether", "picows-await")
+            for name in ("tether-cb", "picows", "tether", "tether-coro", "picows-await")
             if paired.get(f"{name}_cpu_us")
         ]
         if cpu:

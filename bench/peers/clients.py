@@ -5,8 +5,10 @@ websockets, aiohttp, picows (its callback listener). MODE: ``seq`` (send 16 B,
 wait for its echo, repeat) or ``pipe`` (send a burst of BURST messages, then
 read the BURST echoes, repeat). Prints one JSON line: ``{"msgs_per_s": ...}``.
 
-LIB ``paired`` (``seq`` only) runs tether, tether-cb, picows and picows
-awaited (a future per echo) in one process and one loop, in alternating
+LIB ``paired`` (``seq`` only) runs tether, tether-cb, tether-coro (the
+Python coroutines that ``send()`` / ``recv()`` stand for when the extension is
+built: what its Operations save), picows and picows awaited (a future per
+echo) in one process and one loop, in alternating
 slices of SLICE round trips, and prints the medians of the per-round
 ratios. On a virtual machine the speed of a round trip drifts between levels
 from second to second for every library; slices a fraction of a second apart
@@ -187,7 +189,7 @@ async def run_picows(uri: str, mode: str, clock: Clock) -> None:
 
 async def run_paired(uri: str, clock: Clock) -> dict[str, float]:
     """Alternate slices of SLICE sequential round trips: tether (await),
-    tether-cb, picows and picows awaited, in a rotating order, until the
+    tether-cb, tether-coro, picows and picows awaited, in a rotating order, until the
     clock runs out (and for at least three rounds past the warm-up)."""
     from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
@@ -229,6 +231,11 @@ async def run_paired(uri: str, clock: Clock) -> dict[str, float]:
             await ws.send(MSG)
             await ws.recv()
 
+    async def slice_coroutines() -> None:
+        for _ in range(SLICE):
+            await ws._py_send(MSG)
+            await ws._py_recv()
+
     async def slice_callbacks() -> None:
         left[0], done[0] = SLICE, loop.create_future()
         ws.set_message_handler(on_message)
@@ -253,6 +260,7 @@ async def run_paired(uri: str, clock: Clock) -> dict[str, float]:
     slices = {
         "tether": slice_await,
         "tether-cb": slice_callbacks,
+        "tether-coro": slice_coroutines,
         "picows": slice_picows,
         "picows-await": slice_picows_await,
     }
@@ -273,7 +281,12 @@ async def run_paired(uri: str, clock: Clock) -> dict[str, float]:
     picows.send_close()
     picows.disconnect()
     out: dict[str, float] = {"rounds": rounds}
-    for name, peer in (("tether", "picows"), ("tether-cb", "picows"), ("tether", "picows-await")):
+    for name, peer in (
+        ("tether", "picows"),
+        ("tether-cb", "picows"),
+        ("tether", "picows-await"),
+        ("tether", "tether-coro"),
+    ):
         pairs = zip(rates[name][warm:], rates[peer][warm:], strict=True)
         out[f"{name}_x_{peer}"] = round(statistics.median(a / b for a, b in pairs), 3)
     for name, values in rates.items():
