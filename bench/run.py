@@ -18,6 +18,12 @@ Workloads (wsload arguments, see ../shared/tools/wsload/README.md):
 client workloads against wsecho: ``seq`` (send 16 B, await its echo) and
 ``pipe`` (bursts of 1000 x 16 B), see bench/peers/clients.py; ``seq`` also
 runs paired (the clients alternating in one process, see clients.py).
+
+Servers side by side: for (a)-(d), tether, picows and wsecho also run at once
+(started together, all pinned to CPU 0) while wsload alternates between them in
+short windows, PAIRED_ROUNDS rounds in a rotating order. Neighbouring windows
+see the same level of the machine, so the medians of their per-round ratios
+are steadier than those of whole runs, which can land on different levels.
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ AWAIT_SERVER = "tether-await"
 AWAIT_WORKLOADS = ("a", "b", "d")
 PYTHON_PEERS = ["websockets", "aiohttp", "picows"]
 CLIENTS = ["tether", "tether-cb", "websockets", "aiohttp", "picows"]
+# Servers side by side (see measure_side_by_side): the targets' workloads and peers.
+SIDE_BY_SIDE_WORKLOADS = ("a", "b", "c", "d")
+SIDE_BY_SIDE_SERVERS = ("tether", "picows", "wsecho")
 
 
 @dataclass(frozen=True)
@@ -263,6 +272,10 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float | None]]
             log(f"  seq-paired run {run + 1}: {out}")
             for key, value in out.items():
                 results["seq-paired"].setdefault(key, []).append(value)
+    if args.side_by_side:
+        results["side-by-side"] = measure_side_by_side(
+            tools, args.loop, wanted, args.side_by_side, 1.0 if args.quick else 2.0, 0.5
+        )
     if args.compression_rss and not args.quick and ("e10k" in wanted):
         # wsload never offers permessage-deflate: a small Python client does.
         results["e10k-deflate"] = {}
@@ -287,6 +300,41 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float | None]]
         ):
             out = run_wsload(tools, port, pid, ("-i", "-c", "10000"), 0, 0)
         results["e10k-noctransport"] = {"tether": [out.get("rss_per_conn_kb")]}
+    return results
+
+
+def measure_side_by_side(
+    tools: Path, loop: str, wanted: set[str], rounds: int, seconds: float, warmup: float
+) -> dict[str, dict[str, list[float | None]]]:
+    """results[workload][server] = one value per round: the servers run at
+    once and wsload alternates between them, window after window."""
+    results: dict[str, dict[str, list[float | None]]] = {}
+    for w in WORKLOADS:
+        if w.key not in SIDE_BY_SIDE_WORKLOADS or w.key not in wanted:
+            continue
+        row: dict[str, list[float | None]] = {name: [] for name in SIDE_BY_SIDE_SERVERS}
+        try:
+            with contextlib.ExitStack() as stack:
+                listening = {
+                    name: stack.enter_context(running_server(name, loop, tools))
+                    for name in SIDE_BY_SIDE_SERVERS
+                }
+                for round_ in range(rounds):
+                    shift = round_ % len(SIDE_BY_SIDE_SERVERS)
+                    order = SIDE_BY_SIDE_SERVERS[shift:] + SIDE_BY_SIDE_SERVERS[:shift]
+                    for name in order:
+                        port, pid = listening[name]
+                        try:
+                            value = run_wsload(tools, port, pid, w.args, seconds, warmup)
+                            row[name].append(value.get(w.metric))
+                        except Exception as exc:  # one window must not lose the rest
+                            log(f"  side by side {w.key} {name}: FAILED {exc}")
+                            row[name].append(None)
+        except Exception as exc:  # a server that did not start
+            log(f"  side by side {w.key}: FAILED {exc}")
+            continue
+        log(f"  side by side {w.key}: {row}")
+        results[w.key] = row
     return results
 
 
@@ -383,6 +431,24 @@ def table(results: dict[str, dict[str, list[float | None]]]) -> str:
                 "CPU time of the client per round trip in those slices (µs, medians): "
                 + ", ".join(cpu)
             )
+    side = results.get("side-by-side")
+    if side:
+        rows = []
+        for w in WORKLOADS:
+            row = side.get(w.key)
+            if not row:
+                continue
+            mine = row.get("tether", [])
+            rows.append(
+                f"{w.title} tether {fmt(median(mine))} {w.unit} ="
+                f" {fmt(run_ratios(mine, row.get('picows', []), True))}x picows,"
+                f" {fmt(run_ratios(mine, row.get('wsecho', []), True))}x wsecho"
+            )
+        rounds = len(next(iter(next(iter(side.values())).values())))
+        notes.append(
+            f"Servers side by side (tether, picows and wsecho running at once, wsload alternating"
+            f" between them, {rounds} rounds; medians of the per-round ratios): " + "; ".join(rows)
+        )
     extra = results.get("e10k-deflate")
     if extra:
         notes.append(
@@ -414,12 +480,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per echo run")
     parser.add_argument("--quick", action="store_true", help="1 run, 1.5 s per measurement")
     parser.add_argument(
+        "--side-by-side", type=int, default=8, metavar="ROUNDS",
+        help="rounds of the servers side by side for (a)-(d) (0: none; --quick: 2)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-compression-rss", dest="compression_rss", action="store_false",
         help="skip the extra idle-RSS run with permessage-deflate negotiated",
     )  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.runs = 1
+        args.side_by_side = min(args.side_by_side, 2)
     raise_nofile()
     started = time.time()
     results = measure(args)
