@@ -21,9 +21,10 @@ runs paired (the clients alternating in one process, see clients.py).
 
 Servers side by side: for (a)-(d), tether, picows and wsecho also run at once
 (started together, all pinned to CPU 0) while wsload alternates between them in
-short windows, PAIRED_ROUNDS rounds in a rotating order. Neighbouring windows
-see the same level of the machine, so the medians of their per-round ratios
-are steadier than those of whole runs, which can land on different levels.
+windows of 2 s, ``--side-by-side ROUNDS`` rounds (8; 0 for none) in a rotating
+order. Neighbouring windows see the same level of the machine, so the medians
+of their per-round ratios are steadier than those of whole runs, which can
+land on different levels.
 """
 
 from __future__ import annotations
