@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,6 +215,13 @@ def run_client(
     return result
 
 
+def rotated(names: Sequence[str], turn: int) -> list[str]:
+    """``names`` starting at the turn-th one, wrapping around: each run or
+    round visits every subject once, in an order that rotates."""
+    shift = turn % len(names)
+    return [*names[shift:], *names[:shift]]
+
+
 def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float | None]]]:
     """results[workload][subject] = one value per run (None: the run failed)."""
     tools = build_wsload()
@@ -232,8 +239,7 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float | None]]
             subjects = CLIENTS if w.client_mode else SERVERS
             if w.key in AWAIT_WORKLOADS:
                 subjects = [*subjects, AWAIT_SERVER]
-            shift = run % len(subjects)
-            for subject in subjects[shift:] + subjects[:shift]:
+            for subject in rotated(subjects, run):
                 values: dict[str, float | None] = {}
                 try:
                     if w.client_mode:
@@ -321,9 +327,7 @@ def measure_side_by_side(
                     for name in SIDE_BY_SIDE_SERVERS
                 }
                 for round_ in range(rounds):
-                    shift = round_ % len(SIDE_BY_SIDE_SERVERS)
-                    order = SIDE_BY_SIDE_SERVERS[shift:] + SIDE_BY_SIDE_SERVERS[:shift]
-                    for name in order:
+                    for name in rotated(SIDE_BY_SIDE_SERVERS, round_):
                         port, pid = listening[name]
                         try:
                             value = run_wsload(tools, port, pid, w.args, seconds, warmup)
