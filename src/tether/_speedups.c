@@ -1264,6 +1264,45 @@ tether_sink_remaining(PyObject *sink)
     return ((PayloadSinkObject *)sink)->size - ((PayloadSinkObject *)sink)->filled;
 }
 
+PyObject *
+tether_sink_start(speedups_state *state, Py_ssize_t size, const uint8_t *mask,
+                  const uint8_t *data, Py_ssize_t n)
+{
+    PayloadSinkObject *self =
+        (PayloadSinkObject *)state->sink_type->tp_alloc(state->sink_type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->masked = mask != NULL;
+    if (mask != NULL) {
+        memcpy(self->mask, mask, 4);
+    }
+    self->payload = PyBytes_FromStringAndSize(NULL, size);
+    if (self->payload == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->size = size;
+    if (n > size) {
+        n = size;
+    }
+    /* as feed(): the bytes of the payload that came with the header */
+    if (self->masked) {
+        mask_into((uint8_t *)PyBytes_AS_STRING(self->payload), data, n, self->mask);
+    }
+    else {
+        copy_into((uint8_t *)PyBytes_AS_STRING(self->payload), data, n);
+    }
+    self->filled = n;
+    return (PyObject *)self;
+}
+
+PyObject *
+tether_sink_take(PyObject *sink)
+{
+    return sink_take((PayloadSinkObject *)sink, NULL);
+}
+
 static int
 sink_getbuffer(PayloadSinkObject *self, Py_buffer *view, int flags)
 {
@@ -1426,6 +1465,7 @@ speedups_exec(PyObject *module)
             [NAME_HANDLER_FAILED] = "_handler_failed",
             [NAME_RECEIVE_BUFFER] = "receive_buffer",
             [NAME_WRITE] = "write",
+            [NAME_WRITELINES] = "writelines",
             [NAME_WAKE] = "wake",
             [NAME_CALL_SOON] = "call_soon",
             [NAME_CALL_EXCEPTION_HANDLER] = "call_exception_handler",

@@ -39,6 +39,7 @@ enum core_slot {
     CORE_DEFLATE,
     CORE_MASKED_OUT,
     CORE_MASK_KEY,
+    CORE_PEEK,
     CORE_NSLOTS
 };
 
@@ -55,6 +56,7 @@ enum method_name {
     NAME_HANDLER_FAILED,
     NAME_RECEIVE_BUFFER,
     NAME_WRITE,
+    NAME_WRITELINES,
     NAME_WAKE,
     NAME_CALL_SOON,
     NAME_CALL_EXCEPTION_HANDLER,
@@ -125,6 +127,14 @@ int tether_is_masking_key(PyObject *obj);
 PyObject *tether_sink_buffer(PyObject *sink);
 int tether_sink_written(PyObject *sink, PyObject *n);
 Py_ssize_t tether_sink_remaining(PyObject *sink);
+
+/* A new PayloadSink of `size` bytes (mask: 4 bytes, or NULL if unmasked),
+ * filled with the first n bytes of the payload at data, as feed() would. */
+PyObject *tether_sink_start(speedups_state *state, Py_ssize_t size, const uint8_t *mask,
+                            const uint8_t *data, Py_ssize_t n);
+
+/* A PayloadSink's take(): the finished payload (a new reference). */
+PyObject *tether_sink_take(PyObject *sink);
 
 /* bind_core(core_type, open_state): see _speedups_connection.c. */
 PyObject *tether_bind_core(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -292,6 +292,64 @@ PyDoc_STRVAR(buffer_updated_doc,
 "asyncio.BufferedProtocol: ``nbytes`` were read into get_buffer()'s buffer;\n"
 "deliver the messages they complete.");
 
+/* Frames from this size on are assembled in a PayloadSink when they span
+ * reads (tether.protocol.connection._SINK_MIN). */
+#define SINK_MIN 4096
+
+/* Core._after_scan's large frame, for a binary message in one frame (the
+ * common case; any other frame takes the Python path): buf[pos:n] holds the
+ * start of a frame that scan vetted but could not complete. If its header
+ * is in, its payload is at least SINK_MIN bytes and a quarter of the frame
+ * has arrived, start the core's payload sink with what is here: 1. If not
+ * this case: 0, nothing changed. -1 with an exception set on failure. */
+static int
+start_sink(speedups_state *state, PyObject *core, const uint8_t *buf, Py_ssize_t pos,
+           Py_ssize_t n, int masked)
+{
+    const Py_ssize_t avail = n - pos;
+    Py_ssize_t header = 2;
+    uint64_t length;
+    PyObject *sink;
+
+    if (avail < 4 || buf[pos] != 0x82) {
+        return 0;
+    }
+    length = buf[pos + 1] & 0x7F;
+    if (length == 126) {
+        length = ((uint64_t)buf[pos + 2] << 8) | buf[pos + 3];
+        header = 4;
+    }
+    else if (length == 127) {
+        int k;
+        if (avail < 10) {
+            return 0;
+        }
+        length = 0;
+        for (k = 2; k < 10; k++) {
+            length = (length << 8) | buf[pos + k];
+        }
+        header = 10;
+    }
+    if (masked) {
+        header += 4;
+    }
+    /* The sink allocates the whole payload, so it waits until a quarter of
+     * the frame is in: a peer that announces a large frame and stalls makes
+     * us hold at most 4x what it actually sent. */
+    if (avail < header || length < SINK_MIN || (uint64_t)avail * 4 < length) {
+        return 0;
+    }
+    sink = tether_sink_start(state, (Py_ssize_t)length, masked ? buf + pos + header - 4 : NULL,
+                             buf + pos + header, avail - header);
+    if (sink == NULL) {
+        return -1;
+    }
+    Py_XSETREF(SLOT(state, core, CORE_SINK), sink);
+    Py_XSETREF(SLOT(state, core, CORE_SINK_B0), Py_NewRef(state->first_bytes[0x82]));
+    Py_XSETREF(SLOT(state, core, CORE_PEEK), Py_NewRef(Py_None));
+    return 1;
+}
+
 /* The fast path of buffer_updated: 1 if it ran (*result set: None or NULL
  * for an exception), 0 if the state needs the Python path. */
 static int
@@ -341,6 +399,13 @@ fast_buffer_updated(speedups_state *state, ConnectionBaseObject *self, PyObject 
     rc = tether_scan(state, (const uint8_t *)view.buf, 0, n, masked == Py_True, max_frame,
                      overflow, max_size, rsv_allowed, whole ? events : NULL, &frames, &pos,
                      &error);
+    if (rc == 0 && frames == NULL && error == NULL && pos != n && whole) {
+        /* The read ends inside a frame: a large binary one goes to a sink. */
+        rc = start_sink(state, core, (const uint8_t *)view.buf, pos, n, masked == Py_True);
+        if (rc > 0) {
+            pos = n;
+        }
+    }
     PyBuffer_Release(&view);
     if (rc < 0) {
         *result = NULL;
@@ -381,15 +446,17 @@ fast_sink_updated(speedups_state *state, ConnectionBaseObject *self, PyObject *c
     PyObject *sink = SLOT(state, core, CORE_SINK);
     PyObject *b0 = SLOT(state, core, CORE_SINK_B0);
     PyObject *msg_op = SLOT(state, core, CORE_MSG_OP);
+    PyObject *events = SLOT(state, core, CORE_EVENTS);
     PyObject *r;
-    long opcode, message_op;
+    long first, opcode, message_op;
 
     if (sink == NULL || !Py_IS_TYPE(sink, state->sink_type) ||
             SLOT(state, core, CORE_DISCARD) != Py_False || b0 == NULL ||
             !PyLong_CheckExact(b0) || msg_op == NULL || !PyLong_CheckExact(msg_op)) {
         return 0;
     }
-    opcode = PyLong_AsLong(b0) & 0x0F;
+    first = PyLong_AsLong(b0);
+    opcode = first & 0x0F;
     message_op = PyLong_AsLong(msg_op);
     if (PyErr_Occurred()) {
         PyErr_Clear();
@@ -403,9 +470,23 @@ fast_sink_updated(speedups_state *state, ConnectionBaseObject *self, PyObject *c
         goto done;
     }
     /* Core._sink_progress: partial text is validated as it arrives, and a
-     * complete payload becomes a frame; only the Python path does either
-     * (for an incomplete binary payload it has nothing to do). */
-    if (tether_sink_remaining(sink) == 0 ||
+     * complete payload becomes a frame. A binary message in one frame
+     * becomes the event here, as scan_frames delivers a whole one; the
+     * Python path does the rest (for an incomplete binary payload there is
+     * nothing to do). */
+    if (tether_sink_remaining(sink) == 0 && first == 0x82 && message_op == -1 &&
+            events != NULL && PyList_CheckExact(events)) {
+        PyObject *payload = tether_sink_take(sink);
+        int rc = payload != NULL ? PyList_Append(events, payload) : -1;
+        Py_XDECREF(payload);
+        if (rc < 0) {
+            *result = NULL;
+            goto done;
+        }
+        Py_XSETREF(SLOT(state, core, CORE_SINK), Py_NewRef(Py_None));
+        Py_XSETREF(SLOT(state, core, CORE_PEEK), Py_NewRef(Py_None));
+    }
+    else if (tether_sink_remaining(sink) == 0 ||
             ((opcode == 0 || opcode == 1) && (message_op == -1 || message_op == 1))) {
         r = call_method(state, core, NAME_SINK_PROGRESS, NULL, 0, NULL);
         if (r == NULL) {
@@ -488,6 +569,48 @@ PyDoc_STRVAR(send_nowait_doc,
 "handlers, callbacks). The bytes are buffered without bound: check\n"
 ":attr:`buffered_amount`, or use ``await send()`` which waits.");
 
+/* Unmasked binary messages from this size on are written as header and
+ * payload, the payload not copied (tether.aio.connection._WRITELINES_MIN). */
+#define WRITELINES_MIN 65536
+
+/* transport.writelines((header, payload)) for an unmasked binary message of
+ * at least WRITELINES_MIN bytes (one writev() with tether's transport). */
+static PyObject *
+send_header_and_payload(speedups_state *state, PyObject *transport, PyObject *payload)
+{
+    const uint64_t n = (uint64_t)PyBytes_GET_SIZE(payload);
+    uint8_t header[10];
+    PyObject *lines, *r;
+    int k;
+    /* RFC 6455 section 5.2: "If 127, the following 8 bytes interpreted as a
+     * 64-bit unsigned integer ... are the payload length" (n >= 65536 here:
+     * too long for the 2-byte form of 126). */
+    header[0] = 0x82;
+    header[1] = 127;
+    for (k = 0; k < 8; k++) {
+        header[2 + k] = (uint8_t)(n >> (56 - 8 * k));
+    }
+    lines = PyTuple_New(2);
+    if (lines == NULL) {
+        return NULL;
+    }
+    PyTuple_SET_ITEM(lines, 1, Py_NewRef(payload));
+    PyTuple_SET_ITEM(lines, 0, PyBytes_FromStringAndSize((const char *)header, 10));
+    if (PyTuple_GET_ITEM(lines, 0) == NULL) {
+        Py_DECREF(lines);
+        return NULL;
+    }
+    Py_INCREF(transport);
+    r = call_method(state, transport, NAME_WRITELINES, &lines, 1, NULL);
+    Py_DECREF(transport);
+    Py_DECREF(lines);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
 /* send_nowait(message) for one positional argument: None, or NULL. */
 static PyObject *
 send_nowait(speedups_state *state, ConnectionBaseObject *self, PyObject *message)
@@ -520,11 +643,13 @@ send_nowait(speedups_state *state, ConnectionBaseObject *self, PyObject *message
         }
         first = 0x81;
     }
-    else if (PyBytes_CheckExact(message) && PyBytes_GET_SIZE(message) < 65536) {
-        /* (larger ones go out as header + payload, see _WRITELINES_MIN) */
+    else if (PyBytes_CheckExact(message)) {
         data = PyBytes_AS_STRING(message);
         n = PyBytes_GET_SIZE(message);
         first = 0x82;
+        if (n >= WRITELINES_MIN && masked == Py_False) {
+            return send_header_and_payload(state, transport, message);
+        }
     }
     else {
         goto python;
@@ -738,6 +863,7 @@ tether_bind_core(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         [CORE_DEFLATE] = "_deflate",
         [CORE_MASKED_OUT] = "_masked_out",
         [CORE_MASK_KEY] = "_mask_key",
+        [CORE_PEEK] = "_peek",
     };
     speedups_state *state = PyModule_GetState(module);
     Py_ssize_t offsets[CORE_NSLOTS];
