@@ -7,11 +7,15 @@
  * the core's encode_message. This base class of tether.aio.Connection runs
  * all of them but the handler in C:
  *
- *   get_buffer(sizehint)   the thread's scratch buffer
+ *   get_buffer(sizehint)   the thread's scratch buffer, or the unfilled
+ *                          part of a large frame's payload
  *   buffer_updated(n)      scans the bytes read with the scan_frames loop and
  *                          hands each whole message to the message handler,
- *                          or to the coroutine waiting in recv()
- *   send_nowait(message)   builds the frame and writes it
+ *                          or to the coroutine waiting in recv(); starts,
+ *                          fills and completes the payload sink of a large
+ *                          binary message in one frame
+ *   send_nowait(message)   builds the frame and writes it (a large unmasked
+ *                          binary one as header + payload, not copied)
  *   recv(), send(message), __anext__()
  *                          awaitables without a Python frame
  *                          (_speedups_operation.c) that start here:
@@ -19,8 +23,8 @@
  *
  * Only the common case runs here: an open connection, whole messages in
  * whole frames, no compression on the way out. Everything else (the opening
- * handshake, a large frame read in place, a partial frame, a control frame,
- * a fragmented or compressed message, a close, a framing error) goes to the
+ * handshake, a partial frame that is not a large binary message, a control
+ * frame, a fragmented or compressed message, a close, a framing error) goes to the
  * Python twins (Connection._py_get_buffer, _py_buffer_updated,
  * _py_send_nowait; the core's _after_scan; _handle_events, _after_events,
  * _put). The protocol's rules are written once, in Python, and the
