@@ -471,26 +471,8 @@ tether_frame(uint8_t first_byte, const uint8_t *payload, Py_ssize_t n, const uin
         return NULL;
     }
     out = (uint8_t *)PyBytes_AS_STRING(result);
-    out[0] = first_byte;
     {
-        const uint8_t mask_bit = has_mask ? 0x80 : 0;
-        uint8_t *p = out + 1;
-        if (n < 126) {
-            *p++ = (uint8_t)(mask_bit | (uint8_t)n);
-        }
-        else if (n < 65536) {
-            *p++ = (uint8_t)(mask_bit | 126);
-            *p++ = (uint8_t)(n >> 8);
-            *p++ = (uint8_t)n;
-        }
-        else {
-            uint64_t len = (uint64_t)n;
-            int shift;
-            *p++ = (uint8_t)(mask_bit | 127);
-            for (shift = 56; shift >= 0; shift -= 8) {
-                *p++ = (uint8_t)(len >> shift);
-            }
-        }
+        uint8_t *p = out + tether_write_header(out, first_byte, (uint64_t)n, has_mask);
         if (has_mask) {
             memcpy(p, mask, 4);
             mask_into(p + 4, payload, n, mask);
@@ -740,31 +722,15 @@ tether_scan(speedups_state *state, const uint8_t *buf, Py_ssize_t pos, Py_ssize_
                 "server frames must not"));
             goto check_error;
         }
-        length = b1 & 0x7F;
-        header = 2;
-        if (length == 126) {
-            if (end - pos < 4) {
-                break;
-            }
-            length = ((uint64_t)buf[pos + 2] << 8) | buf[pos + 3];
-            header = 4;
+        if (!tether_read_length(buf + pos, end - pos, &length, &header)) {
+            break;
         }
-        else if (length == 127) {
-            int k;
-            if (end - pos < 10) {
-                break;
-            }
-            length = 0;
-            for (k = 2; k < 10; k++) {
-                length = (length << 8) | buf[pos + k];
-            }
-            /* "the most significant bit MUST be 0" (section 5.2) */
-            if (length >> 63) {
-                error = frame_error(1002, PyUnicode_FromString(
-                    "payload length with the most significant bit set"));
-                goto check_error;
-            }
-            header = 10;
+        /* "the most significant bit MUST be 0" (section 5.2; only the
+         * 64-bit form can set it) */
+        if (length >> 63) {
+            error = frame_error(1002, PyUnicode_FromString(
+                "payload length with the most significant bit set"));
+            goto check_error;
         }
         if (opcode >= 8) {
             /* Section 5.5: "All control frames MUST have a payload length

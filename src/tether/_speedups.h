@@ -108,6 +108,69 @@ int tether_scan(speedups_state *state, const uint8_t *buf, Py_ssize_t pos, Py_ss
                 unsigned long rsv_allowed, PyObject *events, PyObject **frames,
                 Py_ssize_t *pos_out, PyObject **error);
 
+/* RFC 6455 section 5.2, "Payload length: 7 bits, 7+16 bits, or 7+64 bits":
+ * the length announced by the frame header at p, of which avail bytes are
+ * there. 1 with *length and *header_len (the header's size without the
+ * masking key) set; 0 if the length's bytes are not all in. */
+static inline int
+tether_read_length(const uint8_t *p, Py_ssize_t avail, uint64_t *length, Py_ssize_t *header_len)
+{
+    uint64_t value;
+    int k;
+    if (avail < 2) {
+        return 0;
+    }
+    value = p[1] & 0x7F;
+    *header_len = 2;
+    if (value == 126) {
+        if (avail < 4) {
+            return 0;
+        }
+        value = ((uint64_t)p[2] << 8) | p[3];
+        *header_len = 4;
+    }
+    else if (value == 127) {
+        if (avail < 10) {
+            return 0;
+        }
+        value = 0;
+        for (k = 2; k < 10; k++) {
+            value = (value << 8) | p[k];
+        }
+        *header_len = 10;
+    }
+    *length = value;
+    return 1;
+}
+
+/* Write the header of a frame with first byte first_byte and an n-byte
+ * payload into out (room for 10 bytes), in the shortest length form (section
+ * 5.2: "the minimal number of bytes MUST be used to encode the length"), the
+ * mask bit set if masked; the masking key itself is not written. Returns
+ * the bytes written. */
+static inline Py_ssize_t
+tether_write_header(uint8_t *out, uint8_t first_byte, uint64_t n, int masked)
+{
+    const uint8_t mask_bit = masked ? 0x80 : 0;
+    int shift;
+    out[0] = first_byte;
+    if (n < 126) {
+        out[1] = (uint8_t)(mask_bit | (uint8_t)n);
+        return 2;
+    }
+    if (n < 65536) {
+        out[1] = (uint8_t)(mask_bit | 126);
+        out[2] = (uint8_t)(n >> 8);
+        out[3] = (uint8_t)n;
+        return 4;
+    }
+    out[1] = (uint8_t)(mask_bit | 127);
+    for (shift = 56; shift >= 0; shift -= 8) {
+        out[2 + (56 - shift) / 8] = (uint8_t)(n >> shift);
+    }
+    return 10;
+}
+
 /* One frame as build_frame() makes it; mask is 4 bytes or NULL. */
 PyObject *tether_frame(uint8_t first_byte, const uint8_t *payload, Py_ssize_t n,
                        const uint8_t *mask);

@@ -311,28 +311,12 @@ start_sink(speedups_state *state, PyObject *core, const uint8_t *buf, Py_ssize_t
            Py_ssize_t n, int masked)
 {
     const Py_ssize_t avail = n - pos;
-    Py_ssize_t header = 2;
+    Py_ssize_t header;
     uint64_t length;
     PyObject *sink;
 
-    if (avail < 4 || buf[pos] != 0x82) {
+    if (avail < 2 || buf[pos] != 0x82 || !tether_read_length(buf + pos, avail, &length, &header)) {
         return 0;
-    }
-    length = buf[pos + 1] & 0x7F;
-    if (length == 126) {
-        length = ((uint64_t)buf[pos + 2] << 8) | buf[pos + 3];
-        header = 4;
-    }
-    else if (length == 127) {
-        int k;
-        if (avail < 10) {
-            return 0;
-        }
-        length = 0;
-        for (k = 2; k < 10; k++) {
-            length = (length << 8) | buf[pos + k];
-        }
-        header = 10;
     }
     if (masked) {
         header += 4;
@@ -577,42 +561,45 @@ PyDoc_STRVAR(send_nowait_doc,
  * payload, the payload not copied (tether.aio.connection._WRITELINES_MIN). */
 #define WRITELINES_MIN 65536
 
-/* transport.writelines((header, payload)) for an unmasked binary message of
- * at least WRITELINES_MIN bytes (one writev() with tether's transport). */
+/* transport.<names[name]>(data), taking the reference to data (NULL: an
+ * exception is already set): None, or NULL. */
 static PyObject *
-send_header_and_payload(speedups_state *state, PyObject *transport, PyObject *payload)
+call_transport(speedups_state *state, PyObject *transport, int name, PyObject *data)
 {
-    const uint64_t n = (uint64_t)PyBytes_GET_SIZE(payload);
-    uint8_t header[10];
-    PyObject *lines, *r;
-    int k;
-    /* RFC 6455 section 5.2: "If 127, the following 8 bytes interpreted as a
-     * 64-bit unsigned integer ... are the payload length" (n >= 65536 here:
-     * too long for the 2-byte form of 126). */
-    header[0] = 0x82;
-    header[1] = 127;
-    for (k = 0; k < 8; k++) {
-        header[2 + k] = (uint8_t)(n >> (56 - 8 * k));
-    }
-    lines = PyTuple_New(2);
-    if (lines == NULL) {
+    PyObject *r;
+    if (data == NULL) {
         return NULL;
     }
-    PyTuple_SET_ITEM(lines, 1, Py_NewRef(payload));
-    PyTuple_SET_ITEM(lines, 0, PyBytes_FromStringAndSize((const char *)header, 10));
-    if (PyTuple_GET_ITEM(lines, 0) == NULL) {
-        Py_DECREF(lines);
-        return NULL;
-    }
-    Py_INCREF(transport);
-    r = call_method(state, transport, NAME_WRITELINES, &lines, 1, NULL);
+    Py_INCREF(transport); /* a write may close the connection and drop it */
+    r = call_method(state, transport, name, &data, 1, NULL);
     Py_DECREF(transport);
-    Py_DECREF(lines);
+    Py_DECREF(data);
     if (r == NULL) {
         return NULL;
     }
     Py_DECREF(r);
     Py_RETURN_NONE;
+}
+
+/* transport.writelines((header, payload)) for an unmasked binary message of
+ * at least WRITELINES_MIN bytes (one writev() with tether's transport). */
+static PyObject *
+send_header_and_payload(speedups_state *state, PyObject *transport, PyObject *payload)
+{
+    uint8_t header[10];
+    const Py_ssize_t header_len =
+        tether_write_header(header, 0x82, (uint64_t)PyBytes_GET_SIZE(payload), 0);
+    PyObject *lines = PyTuple_New(2);
+    if (lines == NULL) {
+        return NULL;
+    }
+    PyTuple_SET_ITEM(lines, 1, Py_NewRef(payload));
+    PyTuple_SET_ITEM(lines, 0, PyBytes_FromStringAndSize((const char *)header, header_len));
+    if (PyTuple_GET_ITEM(lines, 0) == NULL) {
+        Py_DECREF(lines);
+        return NULL;
+    }
+    return call_transport(state, transport, NAME_WRITELINES, lines);
 }
 
 /* send_nowait(message) for one positional argument: None, or NULL. */
@@ -621,7 +608,7 @@ send_nowait(speedups_state *state, ConnectionBaseObject *self, PyObject *message
 {
     PyObject *core = bound_core(state, self);
     PyObject *transport = self->transport;
-    PyObject *send_op, *masked, *frame, *r;
+    PyObject *send_op, *masked;
     const char *data;
     Py_ssize_t n;
     uint8_t first, mask[4];
@@ -680,19 +667,9 @@ send_nowait(speedups_state *state, ConnectionBaseObject *self, PyObject *message
             }
         }
     }
-    frame = tether_frame(first, (const uint8_t *)data, n, masked == Py_True ? mask : NULL);
-    if (frame == NULL) {
-        return NULL;
-    }
-    Py_INCREF(transport);
-    r = call_method(state, transport, NAME_WRITE, &frame, 1, NULL);
-    Py_DECREF(transport);
-    Py_DECREF(frame);
-    if (r == NULL) {
-        return NULL;
-    }
-    Py_DECREF(r);
-    Py_RETURN_NONE;
+    return call_transport(
+        state, transport, NAME_WRITE,
+        tether_frame(first, (const uint8_t *)data, n, masked == Py_True ? mask : NULL));
 
 python:
     return call_method(state, (PyObject *)self, NAME_PY_SEND_NOWAIT, &message, 1, NULL);
