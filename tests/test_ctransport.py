@@ -479,6 +479,63 @@ async def test_a_lone_socket_is_read_without_spinning_through_every_change() -> 
     other_peer.close()
 
 
+async def test_the_loop_watches_a_lone_connection_itself() -> None:
+    """With one connection in the set, the loop watches its socket, not the
+    set (a wake-up through a nested epoll costs a sequential client); a
+    second socket, a pause or a wait for EPOLLOUT hands the watch back to
+    the set, and the loop never keeps a descriptor that closed."""
+    loop = asyncio.get_running_loop()
+    selector = loop._selector  # type: ignore[attr-defined]
+    p = poller()
+    listener_sock = socket.create_server(("127.0.0.1", 0))
+    listener = transports.compiled.Listener(p, listener_sock.fileno(), Proto)
+    assert p.registered == 1 and p.watched == p.epfd  # a lone listener: the set
+    listener.close()
+    listener_sock.close()
+
+    ours, peer = tcp_pair(small=True)
+    fd = ours.fileno()
+    proto = BufProto()
+    t = make_transport(ours, proto)
+    epfd = p.epfd
+    assert p.watched == fd and fd in selector.get_map() and epfd not in selector.get_map()
+    await send(peer, b"one;")
+    await until(lambda: proto.received == b"one;")
+
+    other_ours, other_peer = tcp_pair()
+    other = BufProto()
+    other_t = make_transport(other_ours, other)
+    assert p.watched == epfd and fd not in selector.get_map()
+    await send(peer, b"two;")
+    await until(lambda: proto.received == b"one;two;")
+    other_t.close()
+    await other.wait_lost()
+    await send(peer, b"three;")  # the set learns which one is left alone
+    await until(lambda: proto.received == b"one;two;three;")
+    assert p.watched == fd
+
+    t.pause_reading()
+    assert p.watched == epfd
+    t.resume_reading()
+    assert p.watched == fd
+
+    data = pattern(BIG)
+    t.write(data)  # the kernel takes a part; the rest waits for EPOLLOUT
+    assert t.get_write_buffer_size() > 0 and p.watched == epfd
+    assert await read_exactly(peer, BIG) == data
+    await until(lambda: t.get_write_buffer_size() == 0)
+    assert p.watched == fd
+    await send(peer, b"four;")
+    await until(lambda: proto.received == b"one;two;three;four;")
+
+    t.close()
+    await proto.wait_lost()
+    assert fd not in selector.get_map()
+    assert p.watched in (epfd, -1)
+    peer.close()
+    other_peer.close()
+
+
 # ---------------------------------------------------------------------------
 # writing
 
@@ -1465,11 +1522,38 @@ class Replier(Proto):
         self.size_inside.append(self.transport.gathered)
 
 
-async def test_one_write_from_a_callback_is_kept_as_is_until_a_second_one() -> None:
+async def test_a_callback_in_a_dispatch_of_one_connection_sends_its_first_write_at_once() -> None:
+    """A reply to a read of one connection waits for nothing: it reaches the
+    kernel inside the callback; a second write of the same dispatch is
+    gathered and leaves when the dispatch ends."""
+    ours, peer = tcp_pair()
+    proto = Replier(lambda t: t.write(b"reply"))
+    t = make_transport(ours, proto)
+    for i in range(3):
+        await send(peer, b"go%d" % i)
+        assert await read_exactly(peer, 5) == b"reply"
+    assert proto.size_inside == [0, 0, 0]
+    t.close()
+    await proto.wait_lost()
+    peer.close()
+
+    ours, peer = tcp_pair()
+    proto = Replier(lambda t: (t.write(b"first"), t.write(b"second")))
+    t = make_transport(ours, proto)
+    await send(peer, b"go")
+    assert await read_exactly(peer, 11) == b"firstsecond"
+    assert proto.size_inside == [6]
+    t.close()
+    await proto.wait_lost()
+    peer.close()
+
+
+async def test_a_gathered_write_is_kept_as_is_until_a_second_one() -> None:
     first, second = pattern(1000, seed=1), pattern(500, seed=2)
     extra_refs: list[int] = []
 
     def reply(t: Any) -> None:
+        t.write(b"head")  # at once: what follows in this dispatch is gathered
         before = sys.getrefcount(first)
         t.write(first)
         extra_refs.append(sys.getrefcount(first) - before)  # gathered as is
@@ -1480,11 +1564,27 @@ async def test_one_write_from_a_callback_is_kept_as_is_until_a_second_one() -> N
     proto = Replier(reply)
     t = make_transport(ours, proto)
     await send(peer, b"go")
-    assert await read_exactly(peer, 1500) == first + second
+    assert await read_exactly(peer, 1504) == b"head" + first + second
     assert extra_refs == [1, 0]
     assert proto.size_inside == [1500]
     t.close()
     await proto.wait_lost()
+
+
+async def test_callbacks_in_a_dispatch_of_several_connections_reply_together() -> None:
+    pairs = [tcp_pair() for _ in range(2)]
+    protos = [Replier(lambda t: t.write(b"reply")) for _ in pairs]
+    ts = [make_transport(ours, proto) for (ours, _), proto in zip(pairs, protos, strict=True)]
+    for _, peer in pairs:
+        peer.send(b"go")  # both ready before the loop next polls: one batch
+    for _, peer in pairs:
+        assert await read_exactly(peer, 5) == b"reply"
+    assert [proto.size_inside for proto in protos] == [[5], [5]]  # gathered, sent with the batch
+    for t, proto in zip(ts, protos, strict=True):
+        t.close()
+        await proto.wait_lost()
+    for _, peer in pairs:
+        peer.close()
 
 
 async def test_the_unsent_tail_of_a_bytes_write_is_queued_without_a_copy() -> None:
@@ -1521,8 +1621,9 @@ async def test_small_writes_from_a_callback_go_out_together_in_order() -> None:
     t = make_transport(ours, proto)
     await send(peer, b"go")
     assert await read_exactly(peer, 20_000) == b"".join(parts)
-    # inside the callback nothing had reached the kernel yet: all gathered
-    assert proto.size_inside == [20_000]
+    # inside the callback only the first write had reached the kernel: the
+    # rest was gathered
+    assert proto.size_inside == [19_980]
     assert t.get_write_buffer_size() == 0
     t.close()
     await proto.wait_lost()

@@ -9,6 +9,8 @@ from _typeshed import ReadableBuffer
 
 class Poller:
     registered: int
+    watched: int
+    epfd: int
     loop: asyncio.AbstractEventLoop
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None: ...
     def _poll(self) -> None: ...
