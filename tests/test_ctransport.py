@@ -1571,22 +1571,6 @@ async def test_a_gathered_write_is_kept_as_is_until_a_second_one() -> None:
     await proto.wait_lost()
 
 
-async def test_callbacks_in_a_dispatch_of_several_connections_reply_together() -> None:
-    pairs = [tcp_pair() for _ in range(2)]
-    protos = [Replier(lambda t: t.write(b"reply")) for _ in pairs]
-    ts = [make_transport(ours, proto) for (ours, _), proto in zip(pairs, protos, strict=True)]
-    for _, peer in pairs:
-        peer.send(b"go")  # both ready before the loop next polls: one batch
-    for _, peer in pairs:
-        assert await read_exactly(peer, 5) == b"reply"
-    assert [proto.size_inside for proto in protos] == [[5], [5]]  # gathered, sent with the batch
-    for t, proto in zip(ts, protos, strict=True):
-        t.close()
-        await proto.wait_lost()
-    for _, peer in pairs:
-        peer.close()
-
-
 async def test_the_unsent_tail_of_a_bytes_write_is_queued_without_a_copy() -> None:
     ours, peer = tcp_pair(small=True)
     proto = Proto()
@@ -1728,9 +1712,13 @@ async def test_a_coroutine_woken_in_a_dispatch_of_one_connection_sends_at_once()
     peer.close()
 
 
-async def test_coroutines_woken_in_a_dispatch_of_several_reply_together() -> None:
+@pytest.mark.parametrize("writer", ["callback", "woken coroutine"])
+async def test_replies_in_a_dispatch_of_several_connections_leave_together(writer: str) -> None:
+    def reply(t: Any) -> None:
+        t.write(b"reply")
+
     pairs = [tcp_pair() for _ in range(2)]
-    protos = [Replier(as_task(lambda t: t.write(b"reply"))) for _ in pairs]
+    protos = [Replier(reply if writer == "callback" else as_task(reply)) for _ in pairs]
     ts = [make_transport(ours, proto) for (ours, _), proto in zip(pairs, protos, strict=True)]
     for _, peer in pairs:
         peer.send(b"go")  # both ready before the loop next polls: one batch

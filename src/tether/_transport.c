@@ -81,8 +81,8 @@ typedef struct {
     Py_ssize_t attached;   /* open transports and listeners */
     void *solo;            /* the one registered object, when known (borrowed) */
     int batch;             /* ready objects in the dispatch under way */
-    int watched;           /* the descriptor the loop watches for us; -1: none */
-    void *direct;          /* the Transport whose socket it is, else NULL: epfd */
+    int watched;           /* the descriptor the loop watches for us: epfd, a
+                              lone Transport's socket, or -1: none */
 } Poller;
 
 /* Common head of what a poller dispatches to. */
@@ -246,7 +246,6 @@ poller_shut(Poller *self)
     close(self->epfd);
     self->epfd = -1;
     self->watched = -1;
-    self->direct = NULL;
     if (exc != NULL)
         restore_exc(exc);
 }
@@ -265,29 +264,28 @@ static void
 poller_rewatch(Poller *p)
 {
     Pollable *solo = (Pollable *)p->solo;
-    void *want = NULL;
     if (p->epfd < 0)
         return;
-    if (p->registered == 1 && solo != NULL && solo->events == EPOLLIN &&
-        Py_IS_TYPE(solo, &Transport_Type))
-        want = solo;
-    if (want == p->direct && p->watched >= 0)
+    /* a socket leaves the set (and the watch) before it closes, so no other
+     * socket can have the watched number meanwhile */
+    int fd = p->registered == 1 && solo != NULL && solo->events == EPOLLIN &&
+                     Py_IS_TYPE(solo, &Transport_Type)
+                 ? solo->fd
+                 : p->epfd;
+    if (fd == p->watched)
         return;
     PyObject *exc = PyErr_Occurred() ? fetch_exc() : NULL;
-    int fd = want != NULL ? ((Pollable *)want)->fd : p->epfd;
     if (p->watched >= 0 && loop_watch(p, s_remove_reader, p->watched) < 0)
         PyErr_Clear(); /* a closed loop watches nothing any more */
     p->watched = -1;
-    p->direct = NULL;
     if (loop_watch(p, s_add_reader, fd) == 0) {
         p->watched = fd;
-        p->direct = want;
     }
     else {
         PyErr_Clear();
         /* the socket refused: the set, as before; a closed loop refuses
          * both and watches nothing any more */
-        if (want != NULL && loop_watch(p, s_add_reader, p->epfd) == 0)
+        if (fd != p->epfd && loop_watch(p, s_add_reader, p->epfd) == 0)
             p->watched = p->epfd;
         else
             PyErr_Clear();
