@@ -9,6 +9,7 @@ Where it helps, the same test also runs against asyncio's own transport
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import os
 import socket
@@ -488,9 +489,12 @@ async def test_the_loop_watches_a_lone_connection_itself() -> None:
     selector = loop._selector  # type: ignore[attr-defined]
     p = poller()
     listener_sock = socket.create_server(("127.0.0.1", 0))
-    listener = transports.compiled.Listener(p, listener_sock.fileno(), Proto)
-    assert p.registered == 1 and p.watched == p.epfd  # a lone listener: the set
+    lfd = listener_sock.fileno()
+    listener = transports.compiled.Listener(p, lfd, Proto)
+    # a listener is watched by the loop itself, never in the set
+    assert p.registered == 0 and lfd in selector.get_map()
     listener.close()
+    assert lfd not in selector.get_map()
     listener_sock.close()
 
     ours, peer = tcp_pair(small=True)
@@ -1240,7 +1244,9 @@ async def test_listener_accepts_a_burst(no_resource_warnings: None) -> None:
     lsock.bind(("127.0.0.1", 0))
     lsock.setblocking(False)
     listener = transports.compiled.Listener(p, lsock.fileno(), factory, 256)
-    assert p.registered == 1
+    selector = loop._selector  # type: ignore[attr-defined]
+    # the loop watches the listening socket itself; the set holds connections
+    assert p.registered == 0 and lsock.fileno() in selector.get_map()
     assert epoll_fds() == base_epoll + 1
 
     clients = []
@@ -1253,7 +1259,7 @@ async def test_listener_accepts_a_burst(no_resource_warnings: None) -> None:
     )
     await until(lambda: len(protos) == count)
     assert all(proto.made == 1 and proto.transport is not None for proto in protos)
-    assert p.registered == count + 1
+    assert p.registered == count
     assert {proto.transport.get_extra_info("peername") for proto in protos} == {
         c.getsockname() for c in clients
     }
@@ -1275,10 +1281,10 @@ async def test_listener_accepts_a_burst(no_resource_warnings: None) -> None:
         c.close()
     await asyncio.wait_for(asyncio.gather(*(proto.wait_lost() for proto in protos)), TIMEOUT)
     assert all(proto.lost_calls == [None] for proto in protos)
-    assert p.registered == 1
+    assert p.registered == 0 and lsock.fileno() in selector.get_map()
     listener.close()
     listener.close()  # twice: no-op
-    assert p.registered == 0
+    assert lsock.fileno() not in selector.get_map()
     assert epoll_fds() == base_epoll
     lsock.close()
     gc.collect()
@@ -1325,6 +1331,113 @@ async def test_listener_nodelay_off_and_a_failing_factory() -> None:
     first.close()
     second.close()
     assert poller().registered == 0
+
+
+async def test_a_server_with_one_connection_is_watched_like_a_client() -> None:
+    """The listener is not in the set, so a server's lone connection is
+    watched by the loop itself; a second connection hands the watch back to
+    the set, and its leaving hands it back to the one left."""
+    loop = asyncio.get_running_loop()
+    selector = loop._selector  # type: ignore[attr-defined]
+    p = poller()
+    protos: list[BufProto] = []
+
+    def factory() -> BufProto:
+        protos.append(BufProto())
+        return protos[-1]
+
+    lsock = new_socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.setblocking(False)
+    listener = transports.compiled.Listener(p, lsock.fileno(), factory)
+    one = new_socket()
+    one.setblocking(False)
+    await asyncio.wait_for(loop.sock_connect(one, lsock.getsockname()), TIMEOUT)
+    await until(lambda: len(protos) == 1)
+    fd = protos[0].transport.get_extra_info("socket").fileno()
+    assert p.registered == 1 and p.watched == fd
+    assert fd in selector.get_map() and lsock.fileno() in selector.get_map()
+    await send(one, b"one;")
+    await until(lambda: protos[0].received == b"one;")
+
+    two = new_socket()
+    two.setblocking(False)
+    await asyncio.wait_for(loop.sock_connect(two, lsock.getsockname()), TIMEOUT)
+    await until(lambda: len(protos) == 2)
+    assert p.registered == 2 and p.watched == p.epfd
+    await send(two, b"two;")
+    await until(lambda: protos[1].received == b"two;")
+    two.close()
+    await protos[1].wait_lost()
+    await send(one, b"three;")  # the set learns which one is left alone
+    await until(lambda: protos[0].received == b"one;three;")
+    assert p.watched == fd
+    await send(one, b"four;")
+    await until(lambda: protos[0].received == b"one;three;four;")
+
+    listener.close()
+    assert lsock.fileno() not in selector.get_map() and p.watched == fd
+    await send(one, b"five;")  # accepted connections outlive the listener
+    await until(lambda: protos[0].received == b"one;three;four;five;")
+    protos[0].transport.close()
+    await protos[0].wait_lost()
+    lsock.close()
+    one.close()
+    assert p.registered == 0
+
+
+async def test_listener_out_of_descriptors_pauses_then_resumes() -> None:
+    """EMFILE on accept: reported once, the loop stops watching the listener
+    (no spinning on a connection it cannot take) and resumes later."""
+    import resource
+
+    loop = asyncio.get_running_loop()
+    selector = loop._selector  # type: ignore[attr-defined]
+    errors = capture_errors()
+    protos: list[Proto] = []
+
+    def factory() -> Proto:
+        protos.append(Proto())
+        return protos[-1]
+
+    lsock = new_socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.setblocking(False)
+    listener = transports.compiled.Listener(poller(), lsock.fileno(), factory)
+    client = new_socket()
+    client.setblocking(False)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(name) for name in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+    fillers = []  # take every free number below the limit
+    try:
+        while True:
+            try:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+                break
+        await asyncio.wait_for(loop.sock_connect(client, lsock.getsockname()), TIMEOUT)
+        await until(lambda: len(errors) == 1)
+        assert errors[0]["message"] == "socket.accept() out of system resource"
+        assert isinstance(errors[0]["exception"], OSError)
+        assert errors[0]["exception"].errno == errno.EMFILE
+        assert lsock.fileno() not in selector.get_map() and protos == []
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    listener._resume_accepting()  # what the loop calls a second later
+    assert lsock.fileno() in selector.get_map()
+    await until(lambda: len(protos) == 1)
+    assert len(errors) == 1
+    protos[0].transport.write(b"taken")
+    assert await read_exactly(client, 5) == b"taken"
+    protos[0].transport.close()
+    await protos[0].wait_lost()
+    listener.close()
+    lsock.close()
+    client.close()
 
 
 async def test_exception_in_connection_made_from_the_listener_is_reported() -> None:

@@ -11,7 +11,8 @@
  *   Poller(loop)                      one per event loop (transports.py)
  *   Listener(poller, fd, factory)     accepts with accept4(), makes a
  *                                     Transport per connection and calls
- *                                     protocol.connection_made() at once
+ *                                     protocol.connection_made() at once;
+ *                                     the loop watches its socket itself
  *   Transport(poller, fd, protocol)   asyncio.Transport's methods over a
  *                                     connected socket it owns
  *
@@ -24,8 +25,8 @@
  * Two differences, for speed. Small writes made while the poller dispatches
  * several connections, or after a first send in the same turn of the loop,
  * are gathered and leave together (see CORK_WRITE_MAX). A loop whose poller
- * holds one connection (a client) watches that socket itself, not the epoll
- * set (poller_rewatch). An idle connection
+ * holds one connection (a client, or a server with one client) watches that
+ * socket itself, not the epoll set (poller_rewatch). An idle connection
  * costs the Transport object alone: no per-connection buffer, Handle or key.
  *
  * What to call next: nothing here directly; tether/aio/transports.py wraps
@@ -82,7 +83,8 @@ typedef struct {
     void *solo;            /* the one registered object, when known (borrowed) */
     int batch;             /* ready objects in the dispatch under way */
     int watched;           /* the descriptor the loop watches for us: epfd, a
-                              lone Transport's socket, or -1: none */
+                              lone Transport's socket, or -1: none
+                              (listeners are watched apart, listener_watch) */
 } Poller;
 
 /* Common head of what a poller dispatches to. */
@@ -141,6 +143,11 @@ typedef struct {
     int nodelay;
     int paused;
 } Listener;
+/* A listener is never in the epoll set: the loop watches its socket with
+ * loop.add_reader(fd, listener._accept) (listener_watch), so that the set
+ * holds connections only and a server's lone connection can be watched
+ * directly (poller_rewatch). `events` is EPOLLIN while the loop watches it,
+ * `in_poller` stays 0. */
 
 static PyTypeObject Poller_Type, Transport_Type, Listener_Type;
 
@@ -176,7 +183,7 @@ static PyObject *s_get_buffer, *s_buffer_updated, *s_data_received,
     *s_eof_received, *s_connection_lost, *s_connection_made, *s_pause_writing,
     *s_resume_writing, *s_call_soon, *s_call_later, *s_add_reader,
     *s_remove_reader, *s_call_exception_handler, *s_call_connection_lost,
-    *s_resume_accepting;
+    *s_resume_accepting, *s_accept;
 static PyObject *socket_socket; /* socket.socket */
 
 /* ------------------------------------------------------------------------
@@ -257,9 +264,10 @@ poller_shut(Poller *self)
  * a poll of the inner set on every wait; a sequential client measured 2-3%
  * more round trips a second without it. The socket stays in the set, so
  * going back (a second socket, a wait for EPOLLOUT, a pause) changes only
- * what the loop watches. Listeners never take this path: a server's sockets
- * come and go. Failures (a closed loop) are not raised: the callers are
- * closing paths and state changes that the epoll set already holds. */
+ * what the loop watches. Listeners are not in the set (listener_watch), so
+ * a server with one connection takes this path too. Failures (a closed
+ * loop) are not raised: the callers are closing paths and state changes
+ * that the epoll set already holds. */
 static void
 poller_rewatch(Poller *p)
 {
@@ -374,7 +382,6 @@ pollable_set_events(Pollable *obj, uint32_t events)
 }
 
 static void transport_on_events(Transport *t, uint32_t events);
-static void listener_on_events(Listener *l);
 static int transport_flush(Transport *t);
 
 /* Send the gathered writes of every corked transport (a flush may write
@@ -413,7 +420,7 @@ Poller_poll(Poller *self, PyObject *Py_UNUSED(ignored))
     int n;
     Pollable *solo = (Pollable *)self->solo;
     if (solo != NULL && self->registered == 1 && solo->events == EPOLLIN) {
-        /* One socket, waiting to read (a client; a server's one listener):
+        /* One socket, waiting to read (a client; a server's one client):
          * the set is ready only when that socket is, so it is read without
          * asking the set which one. Its entry stays on the set's ready
          * list; the loop's next wait polls the set, and the kernel drops
@@ -442,11 +449,9 @@ Poller_poll(Poller *self, PyObject *Py_UNUSED(ignored))
         Pollable *obj = (Pollable *)events[i].data.ptr;
         if (!obj->in_poller)
             continue; /* unregistered earlier in this batch */
+        /* only transports are in the set (listeners: listener_watch) */
         Py_INCREF(obj);
-        if (Py_IS_TYPE(obj, &Transport_Type))
-            transport_on_events((Transport *)obj, events[i].events);
-        else
-            listener_on_events((Listener *)obj);
+        transport_on_events((Transport *)obj, events[i].events);
         Py_DECREF(obj);
         if (PyErr_Occurred())
             break; /* KeyboardInterrupt, SystemExit: the loop stops */
@@ -1635,6 +1640,54 @@ static PyTypeObject Transport_Type = {
  * Listener
  */
 
+/* Start (on) or stop the loop's watch of the listening socket:
+ * loop.add_reader(fd, self._accept), or loop.remove_reader(fd). 0, or -1
+ * with an exception set. Stopping never fails: a closed loop watches
+ * nothing any more. */
+static int
+listener_watch(Listener *l, int on)
+{
+    if (on == (l->events != 0))
+        return 0;
+    PyObject *loop = l->poller->loop;
+    if (on && (l->fd < 0 || loop == NULL || l->poller->epfd < 0)) {
+        PyErr_SetString(PyExc_RuntimeError, "the listener is closed");
+        return -1;
+    }
+    PyObject *r = NULL;
+    PyObject *num = loop != NULL ? PyLong_FromLong(l->fd) : NULL;
+    if (num != NULL && on) {
+        PyObject *cb = PyObject_GetAttr((PyObject *)l, s_accept);
+        r = cb != NULL ? PyObject_CallMethodObjArgs(loop, s_add_reader, num, cb, NULL) : NULL;
+        Py_XDECREF(cb);
+    }
+    else if (num != NULL) {
+        r = PyObject_CallMethodObjArgs(loop, s_remove_reader, num, NULL);
+    }
+    Py_XDECREF(num);
+    if (r == NULL) {
+        if (on)
+            return -1;
+        PyErr_Clear();
+    }
+    Py_XDECREF(r);
+    l->events = on ? EPOLLIN : 0;
+    return 0;
+}
+
+/* The listener is done: the loop stops watching it, and it no longer keeps
+ * its poller open. Keeps an exception already in flight (closing paths). */
+static void
+listener_detach(Listener *l)
+{
+    PyObject *exc = PyErr_Occurred() ? fetch_exc() : NULL;
+    if (l->fd >= 0)
+        listener_watch(l, 0);
+    pollable_detach((Pollable *)l);
+    if (exc != NULL)
+        restore_exc(exc);
+}
+
 static void
 listener_on_events(Listener *l)
 {
@@ -1654,8 +1707,7 @@ listener_on_events(Listener *l)
             report(l->poller->loop, "socket.accept() out of system resource", exc,
                    (PyObject *)l, NULL);
             Py_DECREF(exc);
-            if (pollable_set_events((Pollable *)l, 0) < 0)
-                PyErr_WriteUnraisable((PyObject *)l);
+            listener_watch(l, 0);
             l->paused = 1;
             PyObject *delay = PyFloat_FromDouble(1.0);
             PyObject *cb = PyObject_GetAttr((PyObject *)l, s_resume_accepting);
@@ -1694,12 +1746,24 @@ listener_on_events(Listener *l)
     }
 }
 
+/* loop.add_reader() target: connections are waiting to be accepted. */
+static PyObject *
+Listener_accept(Listener *l, PyObject *Py_UNUSED(ignored))
+{
+    Py_INCREF(l);
+    listener_on_events(l);
+    Py_DECREF(l);
+    if (PyErr_Occurred())
+        return NULL; /* KeyboardInterrupt, SystemExit: the loop stops */
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 Listener_resume_accepting(Listener *l, PyObject *Py_UNUSED(ignored))
 {
     if (l->paused && l->fd >= 0) {
         l->paused = 0;
-        if (pollable_set_events((Pollable *)l, EPOLLIN) < 0)
+        if (listener_watch(l, 1) < 0)
             return NULL;
     }
     Py_RETURN_NONE;
@@ -1729,8 +1793,8 @@ Listener_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(l);
         return NULL;
     }
-    if (pollable_attach((Pollable *)l) < 0 || pollable_set_events((Pollable *)l, EPOLLIN) < 0) {
-        pollable_detach((Pollable *)l);
+    if (pollable_attach((Pollable *)l) < 0 || listener_watch(l, 1) < 0) {
+        listener_detach(l);
         l->fd = -1;
         Py_DECREF(l);
         return NULL;
@@ -1743,7 +1807,7 @@ Listener_close(Listener *l, PyObject *Py_UNUSED(ignored))
 {
     /* The listening socket belongs to the caller, which closes it. */
     if (l->fd >= 0) {
-        pollable_detach((Pollable *)l);
+        listener_detach(l);
         l->fd = -1;
     }
     Py_RETURN_NONE;
@@ -1768,7 +1832,7 @@ static void
 Listener_dealloc(Listener *l)
 {
     PyObject_GC_UnTrack(l);
-    pollable_detach((Pollable *)l);
+    listener_detach(l);
     Listener_clear(l);
     Py_CLEAR(l->poller);
     Py_TYPE(l)->tp_free((PyObject *)l);
@@ -1778,6 +1842,7 @@ static PyMethodDef Listener_methods[] = {
     {"close", (PyCFunction)Listener_close, METH_NOARGS,
      "Stop accepting (the caller closes the listening socket)."},
     {"_resume_accepting", (PyCFunction)Listener_resume_accepting, METH_NOARGS, NULL},
+    {"_accept", (PyCFunction)Listener_accept, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1803,6 +1868,7 @@ intern_names(void)
     if ((var = PyUnicode_InternFromString(text)) == NULL) \
         return -1;
     INTERN(s_get_buffer, "get_buffer");
+    INTERN(s_accept, "_accept");
     INTERN(s_buffer_updated, "buffer_updated");
     INTERN(s_data_received, "data_received");
     INTERN(s_eof_received, "eof_received");
