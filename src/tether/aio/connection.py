@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import mmap
 import os
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -74,12 +75,19 @@ _thread_scratch = threading.local()
 
 def _scratch_buffer() -> memoryview:
     """This thread's read buffer, shared by all its connections (see
-    Connection.get_buffer). A memoryview, not the bytearray: asyncio's TLS
+    Connection.get_buffer). A memoryview, not the buffer itself: asyncio's TLS
     layer reads several records into it through slices (``buf[offset:]``),
-    which must be views; slicing a bytearray would copy, losing the bytes."""
+    which must be views; slicing a bytearray would copy, losing the bytes.
+
+    Anonymous memory (mmap), so it starts on a page boundary in every
+    process: a bytearray lands wherever the heap's layout puts it, which
+    depends on how the process was started (the length of its command line).
+    Under workload (d), two ``tether echo`` processes started with relative
+    and absolute paths differed by a quarter (16 of 16 windows in favour of
+    one) with a heap buffer, and by no consistent amount with this one."""
     scratch: memoryview | None = getattr(_thread_scratch, "view", None)
     if scratch is None:
-        scratch = _thread_scratch.view = memoryview(bytearray(_SCRATCH_SIZE))
+        scratch = _thread_scratch.view = memoryview(mmap.mmap(-1, _SCRATCH_SIZE))
     return scratch
 
 
