@@ -1684,6 +1684,29 @@ async def test_a_gathered_write_is_kept_as_is_until_a_second_one() -> None:
     await proto.wait_lost()
 
 
+async def test_flush_offers_the_gathered_writes_at_once() -> None:
+    """flush() hands gathered writes to the kernel inside the batch; what the
+    kernel refuses becomes the counted backlog (the hub's slow-consumer check)."""
+    seen: list[tuple[int, int]] = []
+
+    def reply(t: Any) -> None:
+        t.write(b"head")  # at once: what follows in this dispatch is gathered
+        t.write(b"x" * 1000)
+        before = (t.gathered, t.get_write_buffer_size())
+        t.flush()
+        seen.extend([before, (t.gathered, t.get_write_buffer_size())])
+        t.flush()  # nothing gathered: no-op
+
+    ours, peer = tcp_pair()
+    proto = Replier(reply)
+    t = make_transport(ours, proto)
+    await send(peer, b"go")
+    assert await read_exactly(peer, 1004) == b"head" + b"x" * 1000
+    assert seen == [(1000, 0), (0, 0)]
+    t.close()
+    await proto.wait_lost()
+
+
 async def test_the_unsent_tail_of_a_bytes_write_is_queued_without_a_copy() -> None:
     ours, peer = tcp_pair(small=True)
     proto = Proto()

@@ -1587,8 +1587,22 @@ Transport_get_gathered(Transport *t, void *Py_UNUSED(closure))
     return PyLong_FromSsize_t(t->gathered);
 }
 
+/* Transport.flush(): the gathered writes go to the kernel now instead of
+ * at the end of the batch, so that what it refuses shows as a backlog. */
+static PyObject *
+Transport_flush(Transport *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->gathered > 0 && t->fd >= 0 && !t->lost_scheduled && transport_flush(t) < 0 &&
+        PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Transport_methods[] = {
     {"write", (PyCFunction)Transport_write, METH_O, "Send bytes (queued if the kernel is full)."},
+    {"flush", (PyCFunction)Transport_flush, METH_NOARGS,
+     "Offer the gathered writes to the kernel now; what it refuses becomes the backlog\n"
+     "that get_write_buffer_size() counts (the hub calls it before its slow-consumer check)."},
     {"writelines", (PyCFunction)Transport_writelines, METH_O,
      "Send several buffers with one writev()."},
     {"close", (PyCFunction)Transport_close, METH_NOARGS,

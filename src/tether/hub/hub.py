@@ -331,6 +331,16 @@ class Hub:
         slow: list[_Sub] | None = None
         for connection, sub in members.items():
             buffered = connection.buffered_amount
+            transport: Any = connection.transport
+            gathered = getattr(transport, "gathered", 0)
+            if gathered and buffered + gathered + size > limit:
+                # tether's transport gathers the small writes of one turn
+                # and does not count them as buffered: offer them to the
+                # kernel now, so that what it refuses is seen before this
+                # frame is added (else a burst could pass the limit by up
+                # to the 64 KiB a transport gathers).
+                transport.flush()
+                buffered = connection.buffered_amount
             if buffered and buffered + size > limit:
                 if slow is None:
                     slow = []
