@@ -69,6 +69,23 @@ def new_socket() -> socket.socket:
     return sock
 
 
+def listening_socket() -> socket.socket:
+    """A bound, non-blocking loopback socket for a Listener (which listens)."""
+    sock = new_socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+async def connect_client(lsock: socket.socket) -> socket.socket:
+    """A non-blocking client socket, connected to ``lsock``."""
+    client = new_socket()
+    client.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await asyncio.wait_for(loop.sock_connect(client, lsock.getsockname()), TIMEOUT)
+    return client
+
+
 def poller() -> Any:
     return transports._poller(asyncio.get_running_loop())
 
@@ -1240,9 +1257,7 @@ async def test_listener_accepts_a_burst(no_resource_warnings: None) -> None:
         protos.append(proto)
         return proto
 
-    lsock = new_socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.setblocking(False)
+    lsock = listening_socket()
     listener = transports.compiled.Listener(p, lsock.fileno(), factory, 256)
     selector = loop._selector  # type: ignore[attr-defined]
     # the loop watches the listening socket itself; the set holds connections
@@ -1292,7 +1307,6 @@ async def test_listener_accepts_a_burst(no_resource_warnings: None) -> None:
 
 
 async def test_listener_nodelay_off_and_a_failing_factory() -> None:
-    loop = asyncio.get_running_loop()
     errors = capture_errors()
     protos: list[Proto] = []
     calls = 0
@@ -1306,20 +1320,14 @@ async def test_listener_nodelay_off_and_a_failing_factory() -> None:
         protos.append(proto)
         return proto
 
-    lsock = new_socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.setblocking(False)
+    lsock = listening_socket()
     listener = transports.compiled.Listener(poller(), lsock.fileno(), factory, nodelay=False)
-    first = new_socket()
-    first.setblocking(False)
-    await asyncio.wait_for(loop.sock_connect(first, lsock.getsockname()), TIMEOUT)
+    first = await connect_client(lsock)
     # the factory failed: reported, and that connection closed
     assert await read_until_eof(first) == b""
     assert [type(e["exception"]) for e in errors] == [Boom]
 
-    second = new_socket()
-    second.setblocking(False)
-    await asyncio.wait_for(loop.sock_connect(second, lsock.getsockname()), TIMEOUT)
+    second = await connect_client(lsock)
     await until(lambda: len(protos) == 1)
     sock = protos[0].transport.get_extra_info("socket")
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
@@ -1346,13 +1354,9 @@ async def test_a_server_with_one_connection_is_watched_like_a_client() -> None:
         protos.append(BufProto())
         return protos[-1]
 
-    lsock = new_socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.setblocking(False)
+    lsock = listening_socket()
     listener = transports.compiled.Listener(p, lsock.fileno(), factory)
-    one = new_socket()
-    one.setblocking(False)
-    await asyncio.wait_for(loop.sock_connect(one, lsock.getsockname()), TIMEOUT)
+    one = await connect_client(lsock)
     await until(lambda: len(protos) == 1)
     fd = protos[0].transport.get_extra_info("socket").fileno()
     assert p.registered == 1 and p.watched == fd
@@ -1360,9 +1364,7 @@ async def test_a_server_with_one_connection_is_watched_like_a_client() -> None:
     await send(one, b"one;")
     await until(lambda: protos[0].received == b"one;")
 
-    two = new_socket()
-    two.setblocking(False)
-    await asyncio.wait_for(loop.sock_connect(two, lsock.getsockname()), TIMEOUT)
+    two = await connect_client(lsock)
     await until(lambda: len(protos) == 2)
     assert p.registered == 2 and p.watched == p.epfd
     await send(two, b"two;")
@@ -1400,9 +1402,7 @@ async def test_listener_out_of_descriptors_pauses_then_resumes() -> None:
         protos.append(Proto())
         return protos[-1]
 
-    lsock = new_socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.setblocking(False)
+    lsock = listening_socket()
     listener = transports.compiled.Listener(poller(), lsock.fileno(), factory)
     client = new_socket()
     client.setblocking(False)
@@ -1441,7 +1441,6 @@ async def test_listener_out_of_descriptors_pauses_then_resumes() -> None:
 
 
 async def test_exception_in_connection_made_from_the_listener_is_reported() -> None:
-    loop = asyncio.get_running_loop()
     errors = capture_errors()
     protos: list[Proto] = []
 
@@ -1455,13 +1454,9 @@ async def test_exception_in_connection_made_from_the_listener_is_reported() -> N
         protos.append(proto)
         return proto
 
-    lsock = new_socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.setblocking(False)
+    lsock = listening_socket()
     listener = transports.compiled.Listener(poller(), lsock.fileno(), factory)
-    client = new_socket()
-    client.setblocking(False)
-    await asyncio.wait_for(loop.sock_connect(client, lsock.getsockname()), TIMEOUT)
+    client = await connect_client(lsock)
     await until(lambda: len(protos) == 1)
     exc = await protos[0].wait_lost()
     assert isinstance(exc, Boom)
