@@ -272,6 +272,42 @@ async def test_read_backpressure_pauses_transport() -> None:
                 assert await asyncio.wait_for(ws.recv(), 5) == message
 
 
+async def test_backlog_offers_gathered_writes_only_past_the_limit() -> None:
+    """backlog(limit) is buffered_amount, except that writes gathered in this
+    turn are offered to the kernel first when they could pass ``limit``."""
+    seen: list[tuple[int, int]] = []
+
+    def on_open(ws: tether.Connection) -> None:
+        def reply(message: object) -> None:
+            for _ in range(5):
+                ws.send_nowait(b"r" * 100)
+            transport = ws.transport
+            seen.append((ws.backlog(10_000), getattr(transport, "gathered", -1)))
+            seen.append((ws.backlog(100), getattr(transport, "gathered", -1)))
+
+        ws.set_message_handler(reply)
+
+    async def handler(ws: tether.Connection) -> None:
+        on_open(ws)
+        await ws.wait_closed()
+
+    async with tether.serve(handler, "127.0.0.1", 0) as server:
+        async with tether.connect(url(server), compression=None) as ws:
+            await ws.send(b"go")
+            for _ in range(5):
+                assert await asyncio.wait_for(ws.recv(), 5) == b"r" * 100
+    from tether.aio import transports
+
+    if transports.compiled is not None:
+        # Under the bound the replies stay gathered (they leave together at
+        # the end of the turn); past it they go to the kernel, which takes
+        # them all.
+        assert seen[0][0] == 0 and seen[0][1] > 0
+        assert seen[1] == (0, 0)
+    else:
+        assert seen == [(0, -1), (0, -1)]  # asyncio's transport gathers nothing
+
+
 async def test_write_limit_makes_send_wait() -> None:
     async def handler(ws: tether.Connection) -> None:
         await asyncio.sleep(30)

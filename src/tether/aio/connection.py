@@ -247,9 +247,34 @@ class Connection(_Base, asyncio.BufferedProtocol):
 
     @property
     def buffered_amount(self) -> int:
-        """Bytes written but not yet handed to the kernel."""
+        """Bytes written that the kernel has refused so far: the backlog
+        waiting for the socket to drain. The small writes of this turn of
+        the loop, which tether's transport gathers to send together at its
+        end, are not counted yet; :meth:`backlog` counts them too."""
         transport = self.transport
         return transport.get_write_buffer_size() if transport is not None else 0
+
+    def backlog(self, limit: int) -> int:
+        """:attr:`buffered_amount`, made exact for a check against ``limit``.
+
+        When the writes gathered in this turn and the backlog together pass
+        ``limit``, the gathered writes are offered to the kernel now, and
+        what it refuses is counted; so a burst of small writes in one turn
+        cannot pass a bound unseen. Below ``limit`` nothing is sent early
+        (the gathered writes still leave together). The hub's slow-consumer
+        check calls this; compare the result with your bound, then write.
+        """
+        transport: Any = self.transport
+        if transport is None:
+            return 0
+        buffered: int = transport.get_write_buffer_size()
+        # Only tether's compiled transport gathers; others have no backlog
+        # that the kernel has not been offered.
+        gathered: int = getattr(transport, "gathered", 0)
+        if gathered and buffered + gathered > limit:
+            transport.flush()
+            buffered = transport.get_write_buffer_size()
+        return buffered
 
     # ------------------------------------------------------------------
     # asyncio.Protocol

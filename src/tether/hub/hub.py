@@ -175,7 +175,7 @@ class Hub:
     private :class:`~tether.hub.memory.MemoryBackplane`, i.e. this hub only).
 
     ``max_buffer``: the bound, in bytes, on a subscriber's outgoing buffer
-    (:attr:`Connection.buffered_amount`) for hub traffic; a frame that would
+    (:meth:`Connection.backlog`) for hub traffic; a frame that would
     take it over the bound is not written (a frame into an empty buffer
     always is, whatever its size). ``slow_consumer``: what happens then:
     ``"drop"`` (the default) skips the message for that socket and counts it;
@@ -330,17 +330,9 @@ class Hub:
         written = 0
         slow: list[_Sub] | None = None
         for connection, sub in members.items():
-            buffered = connection.buffered_amount
-            transport: Any = connection.transport
-            gathered = getattr(transport, "gathered", 0)
-            if gathered and buffered + gathered + size > limit:
-                # tether's transport gathers the small writes of one turn
-                # and does not count them as buffered: offer them to the
-                # kernel now, so that what it refuses is seen before this
-                # frame is added (else a burst could pass the limit by up
-                # to the 64 KiB a transport gathers).
-                transport.flush()
-                buffered = connection.buffered_amount
+            # Gathered small writes are offered to the kernel first when
+            # they could take this frame over the bound (Connection.backlog).
+            buffered = connection.backlog(limit - size)
             if buffered and buffered + size > limit:
                 if slow is None:
                     slow = []
