@@ -83,6 +83,10 @@ class RecordingTransport:
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
+        self.gathers = 0  # calls of gather_writes()
+
+    def gather_writes(self) -> None:
+        self.gathers += 1
 
     def write(self, data: bytes) -> None:
         self.written.append(bytes(data))

@@ -1744,6 +1744,34 @@ async def test_small_writes_from_a_callback_go_out_together_in_order() -> None:
     await proto.wait_lost()
 
 
+async def test_gather_writes_gathers_the_first_write_of_the_turn_too() -> None:
+    """After gather_writes() (a read that brought several messages), the
+    first small write waits with the rest: all leave in one send when the
+    dispatch ends. The next read's first write goes at once again."""
+    calls = 0
+
+    def reply(t: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            t.gather_writes()
+        t.write(b"one")
+        t.write(b"two")
+
+    ours, peer = tcp_pair()
+    proto = Replier(reply)
+    t = make_transport(ours, proto)
+    await send(peer, b"go")
+    assert await read_exactly(peer, 6) == b"onetwo"
+    await send(peer, b"go")
+    assert await read_exactly(peer, 6) == b"onetwo"
+    # inside the callback: both writes gathered the first time, only the
+    # second the next time (the first went to the kernel at once)
+    assert proto.size_inside == [6, 3]
+    t.close()
+    await proto.wait_lost()
+
+
 async def test_gathered_writes_flush_at_the_cap_and_keep_order_with_large_ones() -> None:
     small = [pattern(1000, seed=i * 1000) for i in range(100)]  # 100 KB: past the 64 KiB cap
     large = pattern(40_000, seed=7)

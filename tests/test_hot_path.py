@@ -41,6 +41,28 @@ def test_the_compiled_path_runs_with_the_speedups() -> None:
         assert Connection.buffer_updated is Connection._py_buffer_updated
 
 
+async def test_a_read_of_several_messages_asks_the_transport_to_gather_the_replies() -> None:
+    """The transport is told before the replies of a read that brought
+    several messages (tether's transport then sends them in one go), and
+    not for a read of one; on both the compiled and the Python path (a
+    control frame in the read takes the Python one)."""
+    ws, transport = open_connection()
+    ws.set_message_handler(ws.send_nowait)
+    feed(ws, masked(0x81, b"one"))
+    assert transport.gathers == 0
+    feed(ws, masked(0x81, b"one") + masked(0x82, b"two"))
+    assert transport.gathers == 1
+    feed(ws, masked(0x81, b"one") + masked(0x89, b"ping"))
+    assert transport.gathers == 2
+    assert transport.written == [
+        build_frame(0x81, b"one"),
+        build_frame(0x81, b"one"),
+        build_frame(0x82, b"two"),
+        build_frame(0x81, b"one"),
+        build_frame(0x8A, b"ping"),
+    ]
+
+
 async def test_whole_messages_of_one_read_reach_the_handler_in_order() -> None:
     ws, transport = open_connection()
     got: list[Any] = []

@@ -1598,11 +1598,26 @@ Transport_flush(Transport *t, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* Transport.gather_writes(): the protocol has several replies to make for
+ * one read (a read that brought several messages); the first of them is
+ * gathered like the rest instead of going out at once, so all leave in one
+ * send() when the dispatch ends (or at the loop's next turn). */
+static PyObject *
+Transport_gather_writes(Transport *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->poller != NULL)
+        t->write_turn = t->poller->turn;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Transport_methods[] = {
     {"write", (PyCFunction)Transport_write, METH_O, "Send bytes (queued if the kernel is full)."},
     {"flush", (PyCFunction)Transport_flush, METH_NOARGS,
      "Offer the gathered writes to the kernel now; what it refuses becomes the backlog\n"
      "that get_write_buffer_size() counts (the hub calls it before its slow-consumer check)."},
+    {"gather_writes", (PyCFunction)Transport_gather_writes, METH_NOARGS,
+     "Gather the small writes of this turn from the first one on: they leave in one send()\n"
+     "when the dispatch ends (tether.aio.Connection calls it for a read of several messages)."},
     {"writelines", (PyCFunction)Transport_writelines, METH_O,
      "Send several buffers with one writev()."},
     {"close", (PyCFunction)Transport_close, METH_NOARGS,

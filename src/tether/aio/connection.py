@@ -106,6 +106,7 @@ _HOT_FIELDS = (
     "_closed_exc",
     "_send_lock",
     "_write_paused",
+    "_gather_writes",
 )
 
 if TYPE_CHECKING:
@@ -192,6 +193,7 @@ class Connection(_Base, asyncio.BufferedProtocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._send_lock: asyncio.Lock | None = None
+        self._gather_writes: Callable[[], object] | None = None
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
         self._ka_handle: Cancellable | None = None
         self._ka_payload: bytes | None = None
@@ -288,6 +290,10 @@ class Connection(_Base, asyncio.BufferedProtocol):
         self._sockname = stream.get_extra_info("sockname")
         limit = self.options.write_limit
         stream.set_write_buffer_limits(high=limit, low=limit // 4)
+        # tether's transport sends a first reply at once and gathers the
+        # ones after it; for a read of several messages, all are gathered
+        # (one send for the burst of replies). Other transports lack it.
+        self._gather_writes = getattr(stream, "gather_writes", None)
 
     def _py_get_buffer(self, sizehint: int) -> memoryview:
         # Reads go straight into the payload of a large frame that is still
@@ -349,6 +355,8 @@ class Connection(_Base, asyncio.BufferedProtocol):
         queued = False
         if events:
             core.events = []
+            if len(events) > 1 and self._gather_writes is not None:
+                self._gather_writes()
             handler = self._message_handler
             for event in events:
                 kind = type(event)
