@@ -1432,6 +1432,7 @@ speedups_exec(PyObject *module)
             [NAME_RECEIVE_BUFFER] = "receive_buffer",
             [NAME_WRITE] = "write",
             [NAME_WRITELINES] = "writelines",
+            [NAME_GATHER_WRITES] = "gather_writes",
             [NAME_WAKE] = "wake",
             [NAME_CALL_SOON] = "call_soon",
             [NAME_CALL_EXCEPTION_HANDLER] = "call_exception_handler",

@@ -54,10 +54,10 @@ typedef struct {
     PyObject *loop;            /* the event loop */
     PyObject *closed_exc;      /* the ConnectionClosed once closed, or None */
     PyObject *send_lock;       /* asyncio.Lock of fragmented sends, or None */
-    PyObject *gather_writes;   /* transport.gather_writes, or None */
     char lent;                 /* get_buffer() lent the core's payload sink */
     char reading;              /* a read is being handled */
     char write_paused;         /* the transport asked to pause writing */
+    char gathers;              /* the transport has gather_writes() */
 } ConnectionBaseObject;
 
 /* A slot of the core, borrowed; NULL if unset. Only for a core whose type is
@@ -190,10 +190,10 @@ handle_events(speedups_state *state, ConnectionBaseObject *self, PyObject *core)
                 return call_method(state, (PyObject *)self, NAME_HANDLE_EVENTS, &core, 1, NULL);
             }
         }
-        if (count > 1 && !is_none(self->gather_writes)) {
+        if (count > 1 && self->gathers && self->transport != NULL) {
             /* several messages in one read: their replies leave together
              * (tether's transport; see Transport.gather_writes) */
-            PyObject *r = PyObject_CallNoArgs(self->gather_writes);
+            PyObject *r = call_method(state, self->transport, NAME_GATHER_WRITES, NULL, 0, NULL);
             if (r == NULL) {
                 return NULL;
             }
@@ -910,7 +910,6 @@ conn_traverse(ConnectionBaseObject *self, visitproc visit, void *arg)
     Py_VISIT(self->loop);
     Py_VISIT(self->closed_exc);
     Py_VISIT(self->send_lock);
-    Py_VISIT(self->gather_writes);
     return 0;
 }
 
@@ -927,7 +926,6 @@ conn_clear(ConnectionBaseObject *self)
     Py_CLEAR(self->loop);
     Py_CLEAR(self->closed_exc);
     Py_CLEAR(self->send_lock);
-    Py_CLEAR(self->gather_writes);
     return 0;
 }
 
@@ -967,10 +965,10 @@ static PyMemberDef conn_members[] = {
     CONN_FIELD("_loop", loop, NULL),
     CONN_FIELD("_closed_exc", closed_exc, NULL),
     CONN_FIELD("_send_lock", send_lock, NULL),
-    CONN_FIELD("_gather_writes", gather_writes, NULL),
     {"_lent", T_BOOL, offsetof(ConnectionBaseObject, lent), 0, NULL},
     {"_reading", T_BOOL, offsetof(ConnectionBaseObject, reading), 0, NULL},
     {"_write_paused", T_BOOL, offsetof(ConnectionBaseObject, write_paused), 0, NULL},
+    {"_gathers", T_BOOL, offsetof(ConnectionBaseObject, gathers), 0, NULL},
     {NULL, 0, 0, 0, NULL}
 };
 

@@ -1614,7 +1614,7 @@ static PyMethodDef Transport_methods[] = {
     {"write", (PyCFunction)Transport_write, METH_O, "Send bytes (queued if the kernel is full)."},
     {"flush", (PyCFunction)Transport_flush, METH_NOARGS,
      "Offer the gathered writes to the kernel now; what it refuses becomes the backlog\n"
-     "that get_write_buffer_size() counts (the hub calls it before its slow-consumer check)."},
+     "that get_write_buffer_size() counts (tether.aio.Connection.backlog() calls it)."},
     {"gather_writes", (PyCFunction)Transport_gather_writes, METH_NOARGS,
      "Gather the small writes of this turn from the first one on: they leave in one send()\n"
      "when the dispatch ends (tether.aio.Connection calls it for a read of several messages)."},
