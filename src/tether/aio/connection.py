@@ -270,9 +270,10 @@ class Connection(_Base, asyncio.BufferedProtocol):
         if transport is None:
             return 0
         buffered: int = transport.get_write_buffer_size()
-        # Only tether's compiled transport gathers; others have no backlog
-        # that the kernel has not been offered.
-        gathered: int = getattr(transport, "gathered", 0)
+        # Only tether's compiled transport gathers (the one with
+        # gather_writes, see connection_made); others have no backlog that
+        # the kernel has not been offered.
+        gathered: int = transport.gathered if self._gathers else 0
         if gathered and buffered + gathered > limit:
             transport.flush()
             buffered = transport.get_write_buffer_size()
