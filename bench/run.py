@@ -59,6 +59,11 @@ CLIENTS = ["tether", "tether-cb", "websockets", "aiohttp", "picows"]
 # Servers side by side (see measure_side_by_side): the targets' workloads and peers.
 SIDE_BY_SIDE_WORKLOADS = ("a", "b", "c", "d")
 SIDE_BY_SIDE_SERVERS = ("tether", "picows", "wsecho")
+# wsecho made to answer whole messages only (see whole_message_echo): the
+# ceiling for (d) of a server that hands complete messages to its handler, as
+# tether, picows, websockets and aiohttp do. wsecho streams each read back.
+WHOLE_ECHO = "wsecho-whole"
+SIDE_BY_SIDE_EXTRA = {"d": (WHOLE_ECHO,)}
 
 
 @dataclass(frozen=True)
@@ -107,16 +112,47 @@ def log(*parts: object) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
+# (what wsecho.c says, what wsecho-whole says instead)
+WHOLE_ECHO_EDITS = [
+    # Reserve the whole reply when a data frame's header arrives: one
+    # allocation per message, not a buffer doubling as the payload comes in.
+    (
+        "ob_put(c, h, put_hdr(h, c->hdr[0], len));",
+        "ob_reserve(c, len + 14);\n                ob_put(c, h, put_hdr(h, c->hdr[0], len));",
+    ),
+    # Keep that buffer between messages (wsecho frees one past 1 MiB).
+    ("if (c->ocap > (1u << 20))", "if (c->ocap > (1u << 26))"),
+    # Write only when no frame is half read: whole messages, not each read.
+    (
+        "    }\n    do_flush(c);\n}",
+        "    }\n    if (c->state != S_OPEN || c->rstate == R_HDR) do_flush(c);\n}",
+    ),
+]
+
+
+def whole_message_echo(source: str) -> str:
+    """wsecho.c's text, edited to echo whole messages (WHOLE_ECHO_EDITS)."""
+    for old, new in WHOLE_ECHO_EDITS:
+        if source.count(old) != 1:
+            raise RuntimeError(f"wsecho.c changed: {old!r} is not there once; update bench/run.py")
+        source = source.replace(old, new)
+    return source
+
+
 def build_wsload() -> Path:
-    """Build wsload and wsecho (gcc -O2) into a cache folder, if the sources changed."""
+    """Build wsload, wsecho and wsecho-whole (gcc -O2) into a cache folder,
+    if the sources changed."""
     src = SHARED / "tools" / "wsload"
     out = Path(tempfile.gettempdir()) / f"tether-bench-wsload-{os.getuid()}"
-    newest = max(p.stat().st_mtime for p in src.glob("*.c"))
-    binaries = [out / "wsload", out / "wsecho"]
+    newest = max(p.stat().st_mtime for p in [*src.glob("*.c"), Path(__file__)])
+    binaries = [out / "wsload", out / "wsecho", out / WHOLE_ECHO]
     if not all(b.exists() and b.stat().st_mtime >= newest for b in binaries):
         subprocess.run(
             ["sh", str(src / "build.sh"), str(out)], check=True, stdout=subprocess.DEVNULL
         )
+        whole = out / f"{WHOLE_ECHO}.c"
+        whole.write_text(whole_message_echo((src / "wsecho.c").read_text()))
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out / WHOLE_ECHO), str(whole)], check=True)
     return out
 
 
@@ -133,8 +169,8 @@ def raise_nofile() -> None:
 
 
 def server_command(name: str, port: int, loop: str, tools: Path, compression: bool) -> list[str]:
-    if name == "wsecho":
-        return [str(tools / "wsecho"), str(port)]
+    if name in ("wsecho", WHOLE_ECHO):
+        return [str(tools / name), str(port)]
     script = PEERS / f"{name.replace('-', '_')}_echo.py"
     cmd = [PYTHON, str(script), "--port", str(port), "--loop", loop]
     return cmd + (["--compression"] if compression else [])
@@ -319,15 +355,15 @@ def measure_side_by_side(
     for w in WORKLOADS:
         if w.key not in SIDE_BY_SIDE_WORKLOADS or w.key not in wanted:
             continue
-        row: dict[str, list[float | None]] = {name: [] for name in SIDE_BY_SIDE_SERVERS}
+        servers = (*SIDE_BY_SIDE_SERVERS, *SIDE_BY_SIDE_EXTRA.get(w.key, ()))
+        row: dict[str, list[float | None]] = {name: [] for name in servers}
         try:
             with contextlib.ExitStack() as stack:
                 listening = {
-                    name: stack.enter_context(running_server(name, loop, tools))
-                    for name in SIDE_BY_SIDE_SERVERS
+                    name: stack.enter_context(running_server(name, loop, tools)) for name in servers
                 }
                 for round_ in range(rounds):
-                    for name in rotated(SIDE_BY_SIDE_SERVERS, round_):
+                    for name in rotated(servers, round_):
                         port, pid = listening[name]
                         try:
                             value = run_wsload(tools, port, pid, w.args, seconds, warmup)
@@ -444,15 +480,23 @@ def table(results: dict[str, dict[str, list[float | None]]]) -> str:
             if not row:
                 continue
             mine = row.get("tether", [])
-            rows.append(
+            text = (
                 f"{w.title} tether {fmt(median(mine))} {w.unit} ="
                 f" {fmt(run_ratios(mine, row.get('picows', []), True))}x picows,"
                 f" {fmt(run_ratios(mine, row.get('wsecho', []), True))}x wsecho"
             )
+            whole = row.get(WHOLE_ECHO)
+            if whole:
+                text += (
+                    f", {fmt(run_ratios(mine, whole, True))}x {WHOLE_ECHO}"
+                    f" (which is {fmt(run_ratios(whole, row.get('wsecho', []), True))}x wsecho)"
+                )
+            rows.append(text)
         rounds = len(next(iter(next(iter(side.values())).values())))
         notes.append(
             f"Servers side by side (tether, picows and wsecho running at once, wsload alternating"
-            f" between them, {rounds} rounds; medians of the per-round ratios): " + "; ".join(rows)
+            f" between them, {rounds} rounds; medians of the per-round ratios; for (d) also"
+            f" {WHOLE_ECHO}, wsecho answering whole messages only): " + "; ".join(rows)
         )
     extra = results.get("e10k-deflate")
     if extra:
