@@ -84,9 +84,13 @@ class RecordingTransport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.gathers = 0  # calls of gather_writes()
+        self.low_water: list[int] = []  # calls of set_read_low_water()
 
     def gather_writes(self) -> None:
         self.gathers += 1
+
+    def set_read_low_water(self, n: int) -> None:
+        self.low_water.append(n)
 
     def write(self, data: bytes) -> None:
         self.written.append(bytes(data))

@@ -1938,3 +1938,57 @@ async def test_a_gathered_burst_then_close_or_write_eof_keeps_everything() -> No
     t.close()
     assert await read_until_eof(peer) == b"ab"
     assert await proto.wait_lost() is None
+
+
+class LowWaterProto(BufProto):
+    """Asks for a read low-water mark (``asks``, one per read, None: ask for
+    nothing) and records SO_RCVLOWAT as the kernel has it before each read."""
+
+    def __init__(self, asks: list[int | None]) -> None:
+        super().__init__()
+        self.asks = asks
+        self.seen: list[int] = []
+
+    def buffer_updated(self, nbytes: int) -> None:
+        super().buffer_updated(nbytes)
+        sock = self.transport.get_extra_info("socket")
+        self.seen.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT))
+        ask = self.asks.pop(0) if self.asks else None
+        if ask is not None:
+            self.transport.set_read_low_water(ask)
+
+
+async def test_set_read_low_water_holds_the_wake_up_for_one_read_then_lapses() -> None:
+    """socket(7): with SO_RCVLOWAT at n, epoll reports the socket readable
+    only once n bytes are in. The mark asked for during a read is set after
+    it (capped at 256 KiB) and lapses after the next read unless asked
+    again, so a protocol that stops asking is back on the default of 1."""
+    ours, peer = tcp_pair()
+    proto = LowWaterProto([5000, None, 10 * 1024 * 1024, 0])
+    t = make_transport(ours, proto)
+    await send(peer, b"a")
+    await until(lambda: len(proto.received) == 1)
+    sock = t.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 5000
+    # 4,999 bytes do not wake the transport; the 5,000th does
+    await send(peer, b"b" * 4999)
+    await asyncio.sleep(0.2)
+    assert len(proto.received) == 1
+    await send(peer, b"c")
+    await until(lambda: len(proto.received) == 5001)
+    # that read asked for nothing: back to the default
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+    await send(peer, b"d")
+    await until(lambda: len(proto.received) == 5002)
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 256 * 1024
+    # a FIN still wakes it with fewer bytes in: the 0 asked for by this read
+    # puts the default back, and end of file arrives
+    await send(peer, b"e")
+    peer.shutdown(socket.SHUT_WR)
+    await until(lambda: proto.eofs == 1)
+    assert bytes(proto.received[-1:]) == b"e"
+    assert proto.seen[:3] == [1, 5000, 1]
+    with pytest.raises(ValueError, match=">= 0"):
+        t.set_read_low_water(-1)
+    t.close()
+    await proto.wait_lost()

@@ -296,6 +296,26 @@ async def test_a_large_frame_is_read_into_its_payload() -> None:
     assert got[-1] == "next"
 
 
+async def test_a_large_frame_asks_the_transport_to_wake_it_for_the_rest() -> None:
+    """While a large frame's payload arrives, each read tells tether's
+    transport how much is still missing (Transport.set_read_low_water), so
+    the socket wakes the loop once a useful amount is in; the read that
+    completes it, and reads of small messages, ask for nothing."""
+    ws, transport = open_connection()
+    got = collect(ws)
+    payload = bytes(range(256)) * 1024  # 256 KiB: a 14-byte masked header
+    frame = masked(0x82, payload)
+    feed(ws, frame[:100_000])
+    assert transport.low_water == [len(payload) - (100_000 - 14)]
+    feed(ws, frame[100_000:200_000])
+    assert transport.low_water[1:] == [len(frame) - 200_000]
+    feed(ws, frame[200_000:])
+    assert got == [payload]
+    feed(ws, masked(0x81, b"next"))
+    assert got[-1] == "next"
+    assert len(transport.low_water) == 2
+
+
 async def test_large_text_is_validated_while_it_arrives() -> None:
     ws, transport = open_connection()
     got = collect(ws)

@@ -1433,6 +1433,7 @@ speedups_exec(PyObject *module)
             [NAME_WRITE] = "write",
             [NAME_WRITELINES] = "writelines",
             [NAME_GATHER_WRITES] = "gather_writes",
+            [NAME_SET_READ_LOW_WATER] = "set_read_low_water",
             [NAME_WAKE] = "wake",
             [NAME_CALL_SOON] = "call_soon",
             [NAME_CALL_EXCEPTION_HANDLER] = "call_exception_handler",

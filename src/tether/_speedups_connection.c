@@ -57,7 +57,7 @@ typedef struct {
     char lent;                 /* get_buffer() lent the core's payload sink */
     char reading;              /* a read is being handled */
     char write_paused;         /* the transport asked to pause writing */
-    char gathers;              /* the transport has gather_writes() */
+    char gathers;              /* tether's transport: gather_writes(), set_read_low_water() */
 } ConnectionBaseObject;
 
 /* A slot of the core, borrowed; NULL if unset. Only for a core whose type is
@@ -348,6 +348,30 @@ start_sink(speedups_state *state, PyObject *core, const uint8_t *buf, Py_ssize_t
     return 1;
 }
 
+/* A large frame's payload is still arriving and nothing short of
+ * `remaining` more bytes completes it: tell tether's transport, which then
+ * wakes us once a useful amount is in rather than for every segment
+ * (Transport.set_read_low_water; on a busy loopback that is most of the
+ * wake-ups of a 1 MiB message). Other transports lack it. 0, or -1 with an
+ * exception set. */
+static int
+ask_low_water(speedups_state *state, ConnectionBaseObject *self, PyObject *sink)
+{
+    Py_ssize_t remaining = tether_sink_remaining(sink);
+    PyObject *n, *r;
+    if (remaining <= 1 || !self->gathers || self->transport == NULL) {
+        return 0;
+    }
+    n = PyLong_FromSsize_t(remaining);
+    if (n == NULL) {
+        return -1;
+    }
+    r = call_method(state, self->transport, NAME_SET_READ_LOW_WATER, &n, 1, NULL);
+    Py_DECREF(n);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
 /* The fast path of buffer_updated: 1 if it ran (*result set: None or NULL
  * for an exception), 0 if the state needs the Python path. */
 static int
@@ -402,6 +426,7 @@ fast_buffer_updated(speedups_state *state, ConnectionBaseObject *self, PyObject 
         rc = start_sink(state, core, (const uint8_t *)view.buf, pos, n, masked == Py_True);
         if (rc > 0) {
             pos = n;
+            rc = ask_low_water(state, self, SLOT(state, core, CORE_SINK));
         }
     }
     PyBuffer_Release(&view);
@@ -463,7 +488,7 @@ fast_sink_updated(speedups_state *state, ConnectionBaseObject *self, PyObject *c
     self->lent = 0;
     Py_INCREF(core);
     Py_INCREF(sink);
-    if (tether_sink_written(sink, nbytes) < 0) {
+    if (tether_sink_written(sink, nbytes) < 0 || ask_low_water(state, self, sink) < 0) {
         *result = NULL;
         goto done;
     }

@@ -66,6 +66,9 @@
  * out at once. */
 #define CORK_WRITE_MAX (16 * 1024)
 #define CORK_MAX (64 * 1024)
+/* The most a protocol may ask the kernel to hold back a wake-up for
+ * (Transport.set_read_low_water): a read's worth of the shared buffer. */
+#define LOWAT_MAX (256 * 1024)
 
 typedef struct {
     PyObject_HEAD
@@ -120,6 +123,8 @@ typedef struct {
     unsigned buffered_protocol : 1;
     unsigned at_eof : 1; /* the peer's FIN was read: nothing more to read */
     unsigned corked : 1; /* in poller->corked: flushed when the batch ends */
+    unsigned lowat_req : 19; /* set_read_low_water() during this read (<= LOWAT_MAX) */
+    int lowat;               /* SO_RCVLOWAT in force; 0: the kernel's default, 1 */
     unsigned long long write_turn; /* poller->turn of the last direct send */
     PyObject *peername, *sockname; /* read when the transport starts */
 } Transport;
@@ -914,6 +919,22 @@ transport_close(Transport *t)
     return transport_want(t);
 }
 
+/* After a read: the wake-up threshold the protocol asked for during it
+ * (set_read_low_water), or the kernel's default if it asked for none, so a
+ * threshold lasts one read unless asked for again. One setsockopt() when it
+ * changes. socket(7): "SO_RCVLOWAT ... select(2), poll(2), and epoll(7)
+ * indicate a socket as readable only if at least SO_RCVLOWAT bytes are
+ * available" (Linux; a FIN or an error still wakes the reader). */
+static void
+transport_apply_lowat(Transport *t)
+{
+    int want = t->lowat_req > 1 ? (int)t->lowat_req : 1;
+    if (want == (t->lowat > 1 ? t->lowat : 1) || t->fd < 0 || t->closing)
+        return;
+    if (setsockopt(t->fd, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof(want)) == 0)
+        t->lowat = want;
+}
+
 static void
 transport_on_events(Transport *t, uint32_t events)
 {
@@ -953,10 +974,13 @@ transport_on_events(Transport *t, uint32_t events)
         Py_DECREF(buf);
         if (n > 0) {
             PyObject *nb = PyLong_FromSsize_t(n);
+            t->lowat_req = 0;
             PyObject *r = nb ? PyObject_CallMethodOneArg(protocol, s_buffer_updated, nb) : NULL;
             Py_XDECREF(nb);
             if (r == NULL)
                 transport_fatal(t, "Fatal error: protocol.buffer_updated() call failed.");
+            else
+                transport_apply_lowat(t);
             Py_XDECREF(r);
             goto done;
         }
@@ -1610,7 +1634,29 @@ Transport_gather_writes(Transport *t, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* Transport.set_read_low_water(n): called from buffer_updated, the protocol
+ * can use nothing short of n more bytes (the rest of a large frame's
+ * payload): the socket wakes the loop only once min(n, LOWAT_MAX) bytes are
+ * in, instead of for every segment that arrives. Lasts until the end of the
+ * next read; 0 or 1 ask for nothing. */
+static PyObject *
+Transport_set_read_low_water(Transport *t, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "set_read_low_water() needs a count of bytes >= 0");
+        return NULL;
+    }
+    t->lowat_req = (unsigned)(n < LOWAT_MAX ? n : LOWAT_MAX);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Transport_methods[] = {
+    {"set_read_low_water", (PyCFunction)Transport_set_read_low_water, METH_O,
+     "From buffer_updated(): nothing short of n more bytes is of use (the rest of a large\n"
+     "frame), so wake the loop once min(n, 256 KiB) are in (SO_RCVLOWAT). Lasts one read."},
     {"write", (PyCFunction)Transport_write, METH_O, "Send bytes (queued if the kernel is full)."},
     {"flush", (PyCFunction)Transport_flush, METH_NOARGS,
      "Offer the gathered writes to the kernel now; what it refuses becomes the backlog\n"
